@@ -1,0 +1,7 @@
+"""``python -m doveadm_py`` runs dvadm."""
+
+import sys
+
+from .app import main
+
+sys.exit(main())
