@@ -1,0 +1,122 @@
+"""Positional masks of ``who``/``kick``: doveadm's classification into username masks and one network.
+
+Upstream (``who_parse_masks`` in doveadm-who.c): an argument that is not all digits and parses as
+``ip[/bits]`` is the network mask, anything else a username mask. Username masks are OR-ed (2.4.2; dvadm
+allows several on 2.3 too). A network mask while one with non-zero bits is already set is an error;
+``/0`` means no network filter and may repeat.
+
+Deliberate differences, both for ``kick`` safety: an argument whose address parses but whose bits do not
+(``10.0.0.0/33``) is an error instead of a username mask that silently matches nobody, and an empty mask
+is an error instead of matching only empty usernames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from doveadm_py.errors import UsageError
+from doveadm_py.netmask import Network, parse_ip, parse_net_range
+from doveadm_py.wildcard import compile_user_masks, wildcard_match_icase
+
+__all__ = [
+    "Filter",
+    "Network",
+    "compile_user_masks",
+    "parse_masks",
+    "parse_net_range",
+    "wildcard_match_icase",
+]
+
+
+class Filter:
+    """The username masks (OR-ed) AND the network a session or user must match."""
+
+    __slots__ = ("_user_match", "network", "user_masks")
+
+    user_masks: tuple[str, ...]
+    network: Network | None
+
+    def __init__(self, user_masks: Iterable[str] = (), network: Network | None = None) -> None:
+        masks = tuple(user_masks)
+        object.__setattr__(self, "user_masks", masks)
+        object.__setattr__(self, "network", network if network is not None and network.bits else None)
+        object.__setattr__(self, "_user_match", compile_user_masks(masks) if masks else None)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Filter):
+            return NotImplemented
+        return (self.user_masks, self.network) == (other.user_masks, other.network)
+
+    def __hash__(self) -> int:
+        return hash((self.user_masks, self.network))
+
+    def __repr__(self) -> str:
+        return f"Filter(user_masks={self.user_masks!r}, network={self.network!r})"
+
+    @property
+    def has_wildcards(self) -> bool:
+        """Any ``*`` or ``?`` in a username mask (2.4 kick then needs the dump, not KICK-USER)."""
+        return any("*" in mask or "?" in mask for mask in self.user_masks)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.user_masks and self.network is None
+
+    def match_user(self, name: str) -> bool:
+        user_match = self._user_match
+        return user_match is None or user_match(name)
+
+    def match_ip(self, ip: str) -> bool:
+        network = self.network
+        return network is None or network.contains(ip)
+
+    def match(self, name: str, ip: str) -> bool:
+        """A dump line: username AND network."""
+        return self.match_user(name) and self.match_ip(ip)
+
+    def match_any_ip(self, ips: Iterable[str]) -> bool:
+        """Aggregated ``who``: any of the user's IPs is in the network (none => no match)."""
+        network = self.network
+        if network is None:
+            return True
+        contains = network.contains
+        return any(contains(ip) for ip in ips)
+
+
+def _is_numeric(text: str) -> bool:
+    """str_is_numeric: non-empty and only ASCII 0-9."""
+    return text.isascii() and text.isdigit()
+
+
+def _bad_bits_error(arg: str) -> UsageError | None:
+    """The error for ``ip/bits`` whose address parses but whose bits do not, else None."""
+    address, slash, _ = arg.partition("/")
+    parsed = parse_ip(address) if slash else None
+    if parsed is None:
+        return None
+    limit = "0-32 for an IPv4" if parsed[0] == 4 else "0-128 for an IPv6"
+    return UsageError(f"Invalid network mask '{arg}': bits must be a decimal number {limit} address")
+
+
+def parse_masks(args: Sequence[str]) -> Filter:
+    """Classify positional masks as doveadm does; UsageError (exit 64) for the cases above."""
+    user_masks: list[str] = []
+    network: Network | None = None
+    for arg in args:
+        if not _is_numeric(arg):
+            candidate = parse_net_range(arg)
+            if candidate is not None:
+                if network is not None and network.bits:
+                    raise UsageError("Multiple network masks not supported")
+                network = candidate
+                continue
+            error = _bad_bits_error(arg)
+            if error is not None:
+                raise error
+        if not arg:
+            raise UsageError("Empty user mask: an empty string is not a valid username mask")
+        user_masks.append(arg)
+    return Filter(user_masks, network)
