@@ -1,0 +1,149 @@
+"""The ``dvadm`` cliff application: doveadm's global options, lazy commands, one-line errors.
+
+``App.run`` is replaced rather than extended: cliff parses global options anywhere in
+argv, starts a cmd2 shell without arguments, guesses commands from prefixes and turns
+errors into exit 1 (notes, pitfalls 2, 5, 6, 7). dvadm keeps cliff's command classes,
+command manager and hooks, and follows doveadm for everything a user sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from typing import Any, TextIO
+
+from cliff.app import App
+
+from . import __version__
+from .command import HelpRequested
+from .errors import EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, DoveadmError
+from .globalopts import USAGE, GlobalOptions, parse_global_options
+from .loader import LazyCommandManager, UnknownCommandError
+from .settings import Settings
+
+DESCRIPTION = "dvadm: a doveadm-compatible Dovecot administration tool"
+
+
+class DvadmApp(App):
+    NAME = "dvadm"
+
+    def __init__(
+        self,
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+        command_manager: LazyCommandManager | None = None,
+    ) -> None:
+        super().__init__(
+            description=DESCRIPTION,
+            version=__version__,
+            command_manager=command_manager or LazyCommandManager(),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+        )
+        from .helpcmd import HelpCommand
+
+        self.command_manager.commands.pop("complete", None)
+        self.command_manager.add_command("help", HelpCommand)
+        self.options = GlobalOptions()
+        self.settings = Settings(self.options)
+
+    def build_option_parser(
+        self, description: str | None, version: str | None, argparse_kwargs: dict[str, Any] | None = None
+    ) -> argparse.ArgumentParser:
+        # Global options are parsed by globalopts (getopt '+' rules); this parser only
+        # exists because cliff's App expects one.
+        return argparse.ArgumentParser(prog=self.NAME, description=description, add_help=False)
+
+    def run(self, argv: list[str]) -> int:
+        try:
+            self.options, rest = parse_global_options(argv)
+        except DoveadmError as err:
+            return self.fail(err)
+        self.settings = Settings(self.options)
+        if self.options.version:
+            self.stdout.write(f"{self.NAME} {__version__}\n")
+            return 0
+        if self.options.help or (self.options.hide_titles and not rest):
+            rest = ["help", *rest]
+        if not rest:
+            self.stderr.write(self.usage_text())
+            return EX_USAGE
+        try:
+            return self.run_subcommand(rest)
+        except BrokenPipeError:
+            return 141
+        except KeyboardInterrupt:
+            return 130
+
+    def run_subcommand(self, argv: list[str]) -> int:
+        try:
+            factory, name, sub_argv = self.command_manager.find_command(argv)
+        except UnknownCommandError as err:
+            hint = self.suggest(argv[0])
+            self.stderr.write(f"Error: {err.message}{hint}\n{self.usage_text()}")
+            return err.exit_code
+        except DoveadmError as err:
+            return self.fail(err)
+        cmd = factory(self, self.options, cmd_name=name)
+        try:
+            if self.options.formatter:
+                from .output import load_formatter
+
+                load_formatter(self.options.formatter)  # fail before anything is done
+            parser = cmd.get_parser(f"{self.NAME} {name}")
+            parse = getattr(cmd, "parse_arguments", None)
+            parsed = parse(parser, sub_argv) if parse else parser.parse_args(sub_argv)
+            result = cmd.run(parsed)
+        except HelpRequested:
+            return 0
+        except DoveadmError as err:
+            return self.fail(err)
+        except SystemExit as exc:  # a plain cliff command's argparse
+            code = exc.code if isinstance(exc.code, int) else 0
+            return EX_USAGE if code == 2 else code
+        except (BrokenPipeError, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            if self.options.debug:
+                traceback.print_exc(file=self.stderr)
+            self.stderr.write(f"Fatal: internal error in '{name}': {type(err).__name__}: {err}\n")
+            return EX_SOFTWARE
+        return int(result or 0)
+
+    def fail(self, err: DoveadmError) -> int:
+        """Report a failure as doveadm does: one line on stderr, the traceback only with -D."""
+        if self.options.debug and err.__traceback__ is not None:
+            traceback.print_exception(err, file=self.stderr)
+        prefix = "Fatal" if err.exit_code == EX_TEMPFAIL else "Error"
+        self.stderr.write(f"{prefix}: {err.message}\n")
+        self.stderr.flush()
+        return err.exit_code
+
+    def debug_log(self, line: str) -> None:
+        """Sink for ``-D`` debug lines (anvil traffic and the like)."""
+        self.stderr.write(f"Debug: {line}\n")
+
+    def suggest(self, word: str) -> str:
+        """Names the user may have meant; shown, never run (no prefix matching)."""
+        close = [name for name in self.command_manager.names() if name.startswith(word)]
+        return f" (did you mean: {', '.join(close)}?)" if close and word else ""
+
+    def usage_text(self) -> str:
+        names = ", ".join(self.command_manager.names())
+        return f"{USAGE}\ncommands: {names}\nSee 'dvadm help' for details.\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script entry point."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="surrogateescape")
+    return DvadmApp().run(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

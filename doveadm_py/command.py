@@ -1,0 +1,139 @@
+"""The base class of every dvadm command, dvadm's own and third parties' (public API).
+
+It is a plain cliff ``Command`` (``Lister``/``ShowOne`` reserve ``-f`` and ``-c``, which
+doveadm commands need; notes, pitfall 3) with what doveadm commands share: an argument
+parser that fails with exit 64 instead of argparse's exit 2, no ``-h`` help flag (``kick
+-h`` is dest-host), the anvil client for the configured base_dir, and output through the
+formatter chosen by the global ``-f`` or the command's default.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+
+from cliff.command import Command
+
+from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .anvil import AnvilClient
+    from .output import Header
+
+
+class HelpRequested(Exception):
+    """``CMD --help`` printed its help; the command must not run (exit 0)."""
+
+
+class CommandArgumentParser(argparse.ArgumentParser):
+    """argparse with doveadm's failure mode: one line naming the problem, exit 64."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("add_help", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            raise UsageError(message.strip())
+        raise HelpRequested()
+
+
+class _HelpAction(argparse.Action):
+    """``--help`` that names the providing distribution, looked up only when asked."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None
+    ) -> None:
+        from .helpcmd import provider_note
+
+        command = parser.dvadm_command  # type: ignore[attr-defined]
+        add_epilog(parser, provider_note(command))
+        parser.print_help(command.app.stdout)
+        raise HelpRequested()
+
+
+def add_epilog(parser: argparse.ArgumentParser, note: str) -> None:
+    if note:
+        parser.epilog = f"{parser.epilog}\n\n{note}" if parser.epilog else note
+
+
+class DvadmCommand(Command):
+    """Base class for dvadm commands.
+
+    Subclasses set :attr:`default_formatter`, override :meth:`add_arguments` and
+    :meth:`take_action`, and write results with :meth:`emit`. ``take_action`` returns
+    the exit code (``None`` means 0) or raises :class:`doveadm_py.errors.DoveadmError`.
+    """
+
+    default_formatter: ClassVar[str] = "table"
+    #: doveadm-style usage of the command's arguments, shown by help and usage errors.
+    usage: ClassVar[str] = ""
+
+    def get_epilog(self) -> str:
+        # cliff's default scans every installed distribution on each run (pitfall 4).
+        return self._epilog or ""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = CommandArgumentParser(
+            prog=prog_name,
+            description=self.get_description(),
+            epilog=self.get_epilog() or None,
+            usage=f"{prog_name} {self.usage}" if self.usage else None,
+        )
+        parser.dvadm_command = self  # type: ignore[attr-defined]
+        parser.add_argument(
+            "--help", action=_HelpAction, nargs=0, default=argparse.SUPPRESS, help="this help"
+        )
+        self.add_arguments(parser)
+        for hook in self._hooks:
+            if hook.obj is not None:
+                hook.obj.get_parser(parser)
+        return parser
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the command's options and positionals (override)."""
+
+    def parse_arguments(self, parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+        """Options may follow positionals, as with doveadm's getopt_long permutation."""
+        return parser.parse_intermixed_args(argv)
+
+    # -- shared services -------------------------------------------------------------
+
+    @property
+    def options(self) -> Any:
+        """The global options (:class:`doveadm_py.globalopts.GlobalOptions`)."""
+        return self.app.options
+
+    @property
+    def settings(self) -> Any:
+        """Shared Dovecot settings (:class:`doveadm_py.settings.Settings`)."""
+        return self.app.settings
+
+    def anvil(self, socket_path: str | None = None, **kwargs: Any) -> AnvilClient:
+        """An anvil client for ``-a socket_path`` or ``<base_dir>/anvil``; ``-D`` logs its lines."""
+        from .anvil import AnvilClient
+
+        path = socket_path or self.settings.anvil_path
+        return AnvilClient(path, debug=self.app.debug_log if self.options.debug else None, **kwargs)
+
+    def emit(
+        self,
+        headers: Sequence[Header],
+        rows: Iterable[Sequence[str]],
+        *,
+        formatter: str | None = None,
+        format: str | None = None,
+        generation: int = 2,
+    ) -> None:
+        """Write a result through the global ``-f`` formatter, else ``formatter``, else the default."""
+        from .output import load_formatter
+
+        name = self.options.formatter or formatter or self.default_formatter
+        cls = load_formatter(name)
+        out = cls(self.app.stdout, hide_titles=self.options.hide_titles, generation=generation, format=format)
+        out.write(headers, rows)

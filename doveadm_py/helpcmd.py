@@ -1,0 +1,88 @@
+"""``dvadm help [COMMAND]``: the command list with providers and broken plugins marked.
+
+Help is the one place that imports every command (for descriptions) and reads which
+distribution ships each entry point; ordinary runs do neither.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from typing import Any
+
+from .command import DvadmCommand, add_epilog
+from .globalopts import USAGE
+from .loader import BrokenPluginError, UnknownCommandError
+
+GLOBAL_OPTIONS_HELP = """\
+global options (before the command word only, as doveadm):
+  -D              debug: log every anvil line sent and received, show tracebacks
+  -v              verbose
+  -f FORMATTER    output formatter: flow, tab, table, pager, json, formatted, or a plugin's
+  -h              hide column titles (with no command: this help)
+  -c FILE         Dovecot config file (base_dir comes from it)
+  -i INSTANCE     Dovecot instance name
+  -o KEY=VALUE    override a setting, e.g. -o base_dir=/run/dovecot2 (repeatable)
+  -O              ignore the config: built-in defaults
+  -k, -L          accepted for compatibility
+  --help, --version
+"""
+
+APP_DISTRIBUTION = "dvadm"
+
+
+class HelpCommand(DvadmCommand):
+    """Show the commands, or one command's help."""
+
+    usage = "[<command>]"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("command", nargs="*", help="command to describe")
+
+    def take_action(self, parsed_args: argparse.Namespace) -> int:
+        manager = self.app.command_manager
+        out = self.app.stdout
+        if parsed_args.command:
+            factory, name, _rest = manager.find_command(parsed_args.command)
+            if _rest:
+                raise UnknownCommandError(f"unknown command '{' '.join(parsed_args.command)}'")
+            cmd = factory(self.app, self.app.options, cmd_name=name)
+            parser = cmd.get_parser(f"dvadm {name}")
+            add_epilog(parser, provider_note(cmd))
+            out.write(parser.format_help())
+            return 0
+        providers = command_providers()
+        out.write(f"{USAGE}\n\n{GLOBAL_OPTIONS_HELP}\ncommands:\n")
+        for name in manager.names():
+            out.write(self._describe(name, providers) + "\n")
+        return 0
+
+    def _describe(self, name: str, providers: dict[tuple[str, str], str]) -> str:
+        manager = self.app.command_manager
+        ep = manager.commands[name]
+        dist = providers.get((getattr(ep, "name", ""), getattr(ep, "value", "")))
+        note = f" [from {dist}]" if dist and dist != APP_DISTRIBUTION else ""
+        try:
+            factory = manager.load(name)
+        except BrokenPluginError as err:
+            return f"  {name:<14} BROKEN: {err.message}"
+        usage = getattr(factory, "usage", "")
+        doc = (inspect.getdoc(factory) or "").split("\n", 1)[0]
+        line = f"  {name:<14} {doc}{note}"
+        return f"{line}\n  {'':<14} dvadm {name} {usage}" if usage else line
+
+
+def command_providers(group: str = "dvadm.commands") -> dict[tuple[str, str], str]:
+    """(entry point name, value) -> distribution name, from one scan of the group."""
+    from importlib.metadata import entry_points
+
+    return {(ep.name, ep.value): ep.dist.name for ep in entry_points(group=group) if ep.dist is not None}
+
+
+def provider_note(command: Any) -> str:
+    """'provided by' line for a third-party command's --help."""
+    ep = command.app.command_manager.commands.get(command.cmd_name)
+    dist = command_providers().get((getattr(ep, "name", ""), getattr(ep, "value", "")))
+    if dist and dist != APP_DISTRIBUTION:
+        return f"This command is provided by the {dist} distribution."
+    return ""
