@@ -1,0 +1,1 @@
+"""dvadm's own commands. Each is an entry point in ``dvadm.commands``, loaded on its own."""

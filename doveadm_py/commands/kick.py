@@ -1,0 +1,85 @@
+"""``dvadm kick``: disconnect users by name, network and/or proxy destination.
+
+Dovecot 2.4 (anvil protocol 2) kicks through anvil; Dovecot 2.3 (protocol 1) has no kick
+in anvil, so doveadm signals the mail processes itself. dvadm does what the server's own
+doveadm does, with safety added: see :mod:`doveadm_py.kick_v1` and :mod:`doveadm_py.kick_v2`.
+Everything that can be checked without the server is checked before connecting, so bad
+input never kicks anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+
+from ..command import DvadmCommand
+from ..errors import TempFailError, UsageError
+from ..masks import Filter, parse_masks
+from ..sessionview import add_socket_path_argument
+
+NO_MASKS = "user and/or ip[/bits] must be specified."
+
+
+class Kick(DvadmCommand):
+    """Disconnect users by user name and/or IP address (or proxy destination)."""
+
+    usage = (
+        "[-a <anvil socket path>] [-f <passdb field>] [-h <dest host>] [--force] [--dry-run] "
+        "<user mask>[|]<ip/bits> [<user mask> ...]"
+    )
+    default_formatter = "formatted"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_socket_path_argument(parser)
+        parser.add_argument(
+            "-f", "--passdb-field", metavar="passdb_field", help="kick by this alt username field (2.4)"
+        )
+        parser.add_argument("-h", "--dest-host", metavar="dest_host", help="kick proxies to this IP (2.4)")
+        parser.add_argument(
+            "--force", action="store_true", help="2.3: also kill processes shared with other users"
+        )
+        parser.add_argument("--dry-run", action="store_true", help="show the sessions that would be kicked")
+        parser.add_argument("masks", nargs="*", metavar="mask", help="user mask (* and ?) or ip[/bits]")
+
+    def take_action(self, parsed_args: argparse.Namespace) -> int:
+        filter_, dest_host = validate(parsed_args)
+        with self.anvil(parsed_args.socket_path) as client:
+            client.connect()
+            if client.protocol == 1:
+                from ..kick_v1 import kick_v1
+
+                return kick_v1(self, client, filter_, parsed_args)
+            from ..kick_v2 import kick_v2
+
+            return kick_v2(self, client, filter_, dest_host, parsed_args)
+
+
+def validate(args: argparse.Namespace) -> tuple[Filter, str | None]:
+    """Everything about the command line that can be wrong, checked before any connection."""
+    if not args.masks and args.dest_host is None:
+        if args.passdb_field is not None:
+            raise UsageError("Username must be given with passdb-field parameter")
+        raise UsageError(NO_MASKS)
+    filter_ = parse_masks(args.masks)
+    if args.passdb_field is not None:
+        if not filter_.user_masks:
+            raise UsageError("Username must be given with passdb-field parameter")
+        if args.passdb_field == "":
+            raise UsageError("-f passdb_field must not be empty")
+    dest_host = None
+    if args.dest_host is not None:
+        dest_host = canonical_ip(args.dest_host)
+        if dest_host is None:
+            raise TempFailError(f"dest-host isn't a valid IP address: '{args.dest_host}'")
+    return filter_, dest_host
+
+
+def canonical_ip(text: str) -> str | None:
+    """The IP literal in anvil's canonical text form, or None if it is not one."""
+    literal = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            return socket.inet_ntop(family, socket.inet_pton(family, literal))
+        except (OSError, ValueError):
+            continue
+    return None
