@@ -1,0 +1,74 @@
+"""``dvadm penalty``: anvil's auth-failure penalties per client IP, as ``doveadm penalty`` shows them.
+
+PENALTY-DUMP is the same in Dovecot 2.3 and 2.4; only the handshake differs, and the
+:class:`~doveadm_py.api.AnvilClient` takes care of it. Like doveadm, each ident is parsed
+as an IP and the parsed address is printed, so an ident that is no IP prints as an empty
+IP and no network contains it. Rows keep anvil's order (least recently updated first).
+
+Only :mod:`doveadm_py.api` is used: this is what any third-party command can do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from doveadm_py.api import DvadmCommand, Header, add_socket_path_argument, canonical_ip, parse_netmask
+
+if TYPE_CHECKING:
+    from doveadm_py.api import PenaltyRecord
+
+HEADERS = (
+    Header("IP", "IP"),
+    Header("penalty", "penalty"),
+    Header("last_penalty", "last_penalty"),
+    Header("last_update", "last_update"),
+)
+LAST_PENALTY_FORMAT = "%Y-%m-%d %H:%M:%S"
+LAST_UPDATE_FORMAT = "%H:%M:%S"
+
+
+class Penalty(DvadmCommand):
+    """Show the auth-failure penalties anvil keeps per client IP."""
+
+    usage = "[-a <anvil socket path>] [<ip/bits>]"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_socket_path_argument(parser)
+        parser.add_argument(
+            "netmask", nargs="?", metavar="ip/bits", help="only IPs in this network (/0: every IP)"
+        )
+
+    def take_action(self, parsed_args: argparse.Namespace) -> int:
+        # A bad mask is a usage error before anything is sent to anvil.
+        network = None if parsed_args.netmask is None else parse_netmask(parsed_args.netmask)
+        with self.anvil(parsed_args.socket_path) as client:
+            records = client.penalty_dump()  # the request is sent here: the protocol is settled
+            rows = penalty_rows(records, None if network is None else network.contains)
+            self.emit(HEADERS, rows, generation=client.protocol)
+        return 0
+
+
+def penalty_rows(
+    records: Iterable[PenaltyRecord], in_network: Callable[[str], bool] | None = None
+) -> Iterator[tuple[str, str, str, str]]:
+    """doveadm's columns for each record whose ident is in the network (``None``: every record)."""
+    for record in records:
+        if in_network is not None and not in_network(record.ident):
+            continue
+        yield (
+            canonical_ip(record.ident),
+            str(record.penalty),
+            local_time(LAST_PENALTY_FORMAT, record.last_penalty),
+            local_time(LAST_UPDATE_FORMAT, record.last_update),
+        )
+
+
+def local_time(fmt: str, timestamp: int) -> str:
+    """``strftime`` in local time; a time beyond the platform's range prints as the raw number."""
+    try:
+        return time.strftime(fmt, time.localtime(timestamp))
+    except (OverflowError, OSError, ValueError):
+        return str(timestamp)

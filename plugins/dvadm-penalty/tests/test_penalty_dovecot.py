@@ -1,0 +1,77 @@
+"""``dvadm penalty`` against a real Dovecot 2.3, byte for byte against its own ``doveadm penalty``.
+
+Both print the times anvil stored, not the current time, so back-to-back runs must agree exactly.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from doveadm_py.api import run_dvadm
+from doveadm_py.testing import DovecotInstance, failed_login
+
+# Two different bad passwords from .77 (anvil counts a repeated password only once) and one from .78.
+# They run at once: a later attempt from a penalised IP would wait 4 s (auth's penalty delay).
+ATTEMPTS = [("127.0.0.77", "wrong-1"), ("127.0.0.77", "wrong-2"), ("127.0.0.78", "wrong-1")]
+
+
+@pytest.fixture(scope="module")
+def penalised(dovecot_module: DovecotInstance) -> DovecotInstance:
+    """The module's instance after the failed logins of :data:`ATTEMPTS`."""
+    port = dovecot_module.imap_port or 0
+    with ThreadPoolExecutor(len(ATTEMPTS)) as pool:
+        replies = pool.map(
+            lambda attempt: failed_login(dovecot_module.host, port, "jane", attempt[1], attempt[0]), ATTEMPTS
+        )
+        assert all(reply.startswith(b"a NO [AUTHENTICATIONFAILED]") for reply in replies)
+    return dovecot_module
+
+
+def both(instance: DovecotInstance, *args: str) -> tuple[tuple[int, bytes], tuple[int, bytes]]:
+    """(exit code, stdout) of dvadm and of the real doveadm for the same arguments, run back to back."""
+    ours = run_dvadm("-c", str(instance.config_path), *args)
+    theirs = instance.doveadm(*args)
+    assert ours.stderr == b"", ours.stderr
+    return (ours.returncode, ours.stdout), (theirs.returncode, theirs.stdout)
+
+
+@pytest.mark.dovecot
+@pytest.mark.usefixtures("penalty_plugin")
+def test_penalties_as_doveadm_shows_them(penalised: DovecotInstance) -> None:
+    ours, theirs = both(penalised, "-f", "tab", "penalty")
+    assert ours == theirs
+    rows = [line.split(b"\t") for line in ours[1].splitlines()[1:]]
+    assert {row[0]: row[1] for row in rows} == {b"127.0.0.77": b"2", b"127.0.0.78": b"1"}
+
+
+@pytest.mark.dovecot
+@pytest.mark.usefixtures("penalty_plugin")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["penalty"],
+        ["penalty", "127.0.0.78"],
+        ["penalty", "127.0.0.64/26"],
+        ["penalty", "10.0.0.0/8"],
+        ["penalty", "0.0.0.0/0"],
+        ["-f", "json", "penalty"],
+        ["-f", "flow", "penalty", "127.0.0.77/32"],
+    ],
+    ids=" ".join,
+)
+def test_same_bytes_as_doveadm(penalised: DovecotInstance, args: list[str]) -> None:
+    ours, theirs = both(penalised, *args)
+    assert ours == theirs
+    assert ours[0] == 0
+
+
+@pytest.mark.dovecot
+@pytest.mark.usefixtures("penalty_plugin")
+def test_bad_netmask_exit_code_and_message(penalised: DovecotInstance) -> None:
+    ours = run_dvadm("-c", str(penalised.config_path), "penalty", "127.0.0.1/33")
+    theirs = penalised.doveadm("penalty", "127.0.0.1/33")
+    assert ours.returncode == theirs.returncode == 64
+    message = b"Invalid netmask '127.0.0.1/33' given"
+    assert message in ours.stderr and message in theirs.stderr
