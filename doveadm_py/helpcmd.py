@@ -62,6 +62,8 @@ class HelpCommand(DvadmCommand):
         ep = manager.commands[name]
         dist = providers.get((getattr(ep, "name", ""), getattr(ep, "value", "")))
         note = f" [from {dist}]" if dist and dist != APP_DISTRIBUTION else ""
+        if name in manager.duplicates:
+            return f"  {name:<14} CONFLICT: declared more than once: {manager.conflict(name)}"
         try:
             factory = manager.load(name)
         except BrokenPluginError as err:

@@ -79,6 +79,7 @@ class LazyCommandManager(CommandManager):
             if name in self._legacy:
                 name = self._legacy[name]
             if name in self.commands:
+                self._refuse_conflict(name)
                 return self.load(name), " ".join(argv[:i]), argv[i:]
         raise UnknownCommandError(f"unknown command '{argv[0]}'" if argv else "no command given")
 
@@ -96,6 +97,17 @@ class LazyCommandManager(CommandManager):
                 self._broken_message(name, ep, TypeError(f"{ep.value} is not a cliff Command class"))
             )
         return factory
+
+    def _refuse_conflict(self, name: str) -> None:
+        """Two distributions declaring one command: which would run is an accident, so none does."""
+        if name in self.duplicates:
+            raise BrokenPluginError(f"command '{name}' is declared more than once: {self.conflict(name)}")
+
+    def conflict(self, name: str) -> str:
+        """Who declares a duplicated command, for errors and help."""
+        group = self.namespace or COMMAND_GROUP
+        eps = self.duplicates[name]
+        return ", ".join(f"{getattr(ep, 'value', ep)} ({distribution_of(ep, group) or '?'})" for ep in eps)
 
     def _broken_message(self, name: str, ep: Any, err: BaseException) -> str:
         dist = distribution_of(ep, self.namespace or COMMAND_GROUP)

@@ -266,3 +266,24 @@ def test_missing_socket_is_one_line_exit_75(tmp_path):
     assert proc.returncode == 75
     assert str(tmp_path / "anvil").encode() in proc.stderr
     assert len(proc.stderr.splitlines()) == 1
+
+
+def test_two_distributions_declaring_one_command_run_neither(tmp_path, sim2):
+    for dist in ("dvadm-one", "dvadm-two"):
+        module = dist.replace("-", "_") + "_mod"
+        make_dist(
+            tmp_path,
+            dist,
+            module,
+            "from doveadm_py.command import DvadmCommand\n\nclass Twin(DvadmCommand):\n"
+            "    '''A duplicate.'''\n    def take_action(self, args):\n"
+            f"        self.app.stdout.write('{dist} ran\\n')\n",
+            f"[dvadm.commands]\ntwin = {module}:Twin\n",
+        )
+    env = {"PYTHONPATH": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = run_dvadm("twin", env=env)
+    assert proc.returncode == 70 and proc.stdout == b""
+    assert b"declared more than once" in proc.stderr
+    assert b"dvadm-one" in proc.stderr and b"dvadm-two" in proc.stderr
+    assert b"CONFLICT" in run_dvadm("help", env=env).stdout
+    assert run_dvadm("who", "-a", sim2.path, env=env).returncode == 0
