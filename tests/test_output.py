@@ -430,8 +430,8 @@ def test_formatted_literals() -> None:
 def test_formatted_errors() -> None:
     with pytest.raises(DoveadmError) as err:
         render(FormattedFormatter, [Header("a", "a")], [("1",)])
-    assert (err.value.message, err.value.exit_code) == (NO_FORMAT_MESSAGE, 64)
-    assert NO_FORMAT_MESSAGE.startswith("formatted output needs a format string (this command has none)")
+    assert (err.value.message, err.value.exit_code) == (NO_FORMAT_MESSAGE, 75)
+    assert NO_FORMAT_MESSAGE.startswith("formatted formatter cannot be used without a format")
     with pytest.raises(DoveadmError) as err:
         render(FormattedFormatter, [Header("a", "a")], [("1",)], format="%{nope}")
     assert err.value.exit_code == 70

@@ -46,10 +46,11 @@ class Who(DvadmCommand):
     def take_action(self, parsed_args: argparse.Namespace) -> int:
         filter_ = parse_masks(parsed_args.masks)
         with self.anvil(parsed_args.socket_path) as client:
-            client.connect()
-            if client.protocol == 1 and parsed_args.passdb_field is not None:
-                raise UsageError(f"{ALT_NEEDS_24}; this server speaks the 2.3 protocol")
             dump = client.connect_dump(on_invalid=self._invalid_line)
+            # Only the dump makes the protocol certain: a 2.4 anvil slow to greet looks like 2.3 until then.
+            if dump.protocol == 1 and parsed_args.passdb_field is not None:
+                dump.close()
+                raise UsageError(f"{ALT_NEEDS_24}; this server speaks the 2.3 protocol")
             guard = DumpGuard(dump)
             if parsed_args.separate_connections:
                 headers, rows = separate(dump.protocol, dump.alt_fields, guard, filter_, parsed_args)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from doveadm_py.errors import EX_SOFTWARE, EX_USAGE, DoveadmError
+from doveadm_py.errors import EX_SOFTWARE, EX_TEMPFAIL, DoveadmError
 from doveadm_py.output import Formatter, Header
 
+# doveadm's own text and exit code (75) for ``-f formatted`` on a command without a format.
 NO_FORMAT_MESSAGE = (
-    "formatted output needs a format string (this command has none); choose another formatter with -f"
+    "formatted formatter cannot be used without a format (this command has none; choose another with -f)"
 )
 _TOKEN = re.compile(r"%%|%\{([^}]*)\}")
 
@@ -49,7 +50,7 @@ class FormattedFormatter(Formatter):
 
     def _write(self, headers: Sequence[Header], rows: Iterable[Sequence[str]]) -> None:
         if self.format is None:
-            raise DoveadmError(NO_FORMAT_MESSAGE, EX_USAGE)
+            raise DoveadmError(NO_FORMAT_MESSAGE, EX_TEMPFAIL)
         expand = compile_format(self.format, [h.key for h in headers]).format
         write = self.out.write
         for row in rows:

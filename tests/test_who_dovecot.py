@@ -1,0 +1,308 @@
+"""``dvadm who`` against the real ``doveadm who`` (Dovecot 2.3), on one server with fixed sessions.
+
+Every scenario runs both tools on the same anvil state and compares exit code, stderr, titles and rows.
+Row order is hash order upstream, so rows are compared as multisets. Byte-exactness is required for tab,
+flow, pager and ``who -1`` tables. The aggregated table is compared field by field, because doveadm sizes
+its columns from the first row only (it flushes after every row) and dvadm measures up to 100 rows. A
+separate test checks that ``TableFormatter(buffer_rows=1)``, given doveadm's rows in doveadm's order,
+reproduces doveadm's table exactly. doveadm 2.3's aggregated JSON is invalid (reference section 5): its
+objects are picked out one by one, while dvadm's output must parse as a JSON array.
+
+Scenarios run concurrently in one module fixture: each process start costs about 0.1 s.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from doveadm_py.output.table import TableFormatter
+from doveadm_py.sessionview import AGGREGATED_V1
+from doveadm_py.testing import DEFAULT_PASSWORD, DEFAULT_USERS, DovecotInstance, open_sessions
+from doveadm_py.testing.cli import run_dvadm
+from doveadm_py.testing.fixtures import require_dovecot
+
+pytestmark = pytest.mark.dovecot
+
+USERS = {**DEFAULT_USERS, "12345": DEFAULT_PASSWORD}
+SPECS = [
+    ("jane", "127.0.0.1"),
+    ("jano", "127.0.0.2"),
+    ("james", "127.0.0.3"),
+    ("foo", "127.0.0.5"),
+    ("foo", "127.0.0.6"),
+    ("foo", "127.0.1.9"),
+    ("bar@example.org", "127.0.0.7"),
+    ("12345", "127.0.2.8"),  # a digits-only username, outside 127.0.0.0/24
+]
+ALL = ("jane", "jano", "james", "foo", "bar@example.org", "12345")
+ALL_SESSIONS = tuple(user for user, _ in SPECS)
+JA = ("jane", "jano", "james")
+IN_24 = ("jane", "jano", "james", "foo", "foo", "bar@example.org")  # per session, 127.0.0.0/24
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """``args`` follow ``-c <config>``; ``{anvil}``, ``{base_dir}`` and ``{stale}`` are filled in at run time.
+
+    ``users``: the usernames of the expected rows (repeated per session for ``-1``), so a scenario where
+    both tools print nothing cannot pass by accident.
+    """
+
+    id: str
+    args: tuple[str, ...]
+    users: tuple[str, ...] = ()
+    exit: int = 0
+
+    @property
+    def formatter(self) -> str:
+        head = self.args[: self.args.index("who")]
+        return head[head.index("-f") + 1] if "-f" in head else "table"
+
+    @property
+    def hide_titles(self) -> bool:
+        return "-h" in self.args[: self.args.index("who")]
+
+    @property
+    def separate(self) -> bool:
+        return "-1" in self.args[self.args.index("who") :]
+
+
+def sc(id_: str, *args: str, users: tuple[str, ...] = (), exit: int = 0) -> Scenario:
+    return Scenario(id_, args, users, exit)
+
+
+SCENARIOS = [
+    sc("all", "who", users=ALL),
+    sc("all-1", "who", "-1", users=ALL_SESSIONS),
+    sc("wildcard-star", "who", "ja*", users=JA),
+    sc("wildcard-star-1", "who", "-1", "ja*", users=JA),
+    sc("wildcard-question", "who", "jan?", users=("jane", "jano")),
+    sc("wildcard-icase", "who", "J*", users=JA),
+    sc("wildcard-icase-1", "who", "-1", "J*", users=JA),
+    sc("exact-icase", "who", "JANE", users=("jane",)),
+    sc("no-match", "who", "nobody"),
+    sc("no-match-1", "who", "-1", "nobody"),
+    sc("ip", "who", "127.0.0.2", users=("jano",)),
+    sc("ip-1", "who", "-1", "127.0.0.2", users=("jano",)),
+    sc("ip-inet-aton", "who", "127.1", users=("jane",)),
+    sc("range-24", "who", "127.0.0.0/24", users=ALL[:-1]),  # foo stays: one of its IPs is in the /24
+    sc("range-24-1", "who", "-1", "127.0.0.0/24", users=IN_24),
+    sc("range-16", "who", "127.0.0.0/16", users=ALL),
+    sc("range-16-1", "who", "-1", "127.0.0.0/16", users=ALL_SESSIONS),
+    sc("range-zero-twice", "who", "127.0.0.0/0", "127.0.0.0/0", users=ALL),
+    sc("mask-and-range", "who", "foo", "127.0.0.0/24", users=("foo",)),
+    sc("mask-and-range-1", "who", "-1", "foo", "127.0.0.0/24", users=("foo", "foo")),
+    sc("mask-and-other-range", "who", "foo", "127.0.1.0/24", users=("foo",)),
+    sc("mask-and-other-range-1", "who", "foo", "127.0.1.0/24", "-1", users=("foo",)),
+    sc("digits-mask", "who", "12345", users=("12345",)),
+    sc("digits-mask-1", "who", "-1", "12345", users=("12345",)),
+    sc("tab", "-f", "tab", "who", users=ALL),
+    sc("tab-1", "-f", "tab", "who", "-1", users=ALL_SESSIONS),
+    sc("tab-no-match", "-f", "tab", "who", "nobody"),
+    sc("flow", "-f", "flow", "who", users=ALL),
+    sc("flow-1-mask", "-f", "flow", "who", "-1", "ja*", users=JA),
+    sc("pager", "-f", "pager", "who", users=ALL),
+    sc("pager-1", "-f", "pager", "who", "-1", users=ALL_SESSIONS),
+    sc("json", "-f", "json", "who", users=ALL),
+    sc("json-mask", "-f", "json", "who", "ja*", users=JA),
+    sc("json-one-row", "-f", "json", "who", "127.0.0.2", users=("jano",)),
+    sc("json-no-match", "-f", "json", "who", "nobody"),
+    sc("json-1", "-f", "json", "who", "-1", users=ALL_SESSIONS),
+    sc("json-1-range", "-f", "json", "who", "-1", "127.0.0.0/24", users=IN_24),
+    sc("hide-titles", "-h", "who", users=ALL),
+    sc("hide-titles-1", "-h", "who", "-1", users=ALL_SESSIONS),
+    sc("hide-titles-tab", "-h", "-f", "tab", "who", users=ALL),
+    sc("hide-titles-flow-ignored", "-h", "-f", "flow", "who", "-1", users=ALL_SESSIONS),
+    sc("socket-path", "who", "-a", "{anvil}", users=ALL),
+    sc("socket-path-1-long", "who", "--socket-path", "{anvil}", "-1", "jan?", users=("jane", "jano")),
+    sc("base-dir-override", "-o", "base_dir={base_dir}", "who", users=ALL),
+    sc("two-networks", "who", "127.0.0.0/24", "10.0.0.0/8", exit=64),
+    sc("two-networks-after-user", "who", "foo", "127.0.0.0/24", "127.0.0.0/16", exit=64),
+    sc("missing-socket", "who", "-a", "/nonexistent/anvil", exit=75),
+    sc("refused-socket", "who", "-1", "-a", "{stale}", exit=75),
+    sc("missing-base-dir", "-o", "base_dir=/nonexistent", "who", exit=75),
+]
+OK_SCENARIOS = [s for s in SCENARIOS if s.exit == 0]
+
+
+@dataclass
+class Runs:
+    server: DovecotInstance
+    doveadm: dict[str, subprocess.CompletedProcess[bytes]]
+    dvadm: dict[str, subprocess.CompletedProcess[bytes]]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[DovecotInstance]:
+    require_dovecot()
+    with DovecotInstance(USERS) as instance, open_sessions(instance, SPECS):
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def runs(server: DovecotInstance, tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    """Every scenario through both tools, concurrently, on a dump that must not change meanwhile."""
+    stale = tmp_path_factory.mktemp("stale") / "anvil"
+    with socket.socket(socket.AF_UNIX) as sock:  # a socket file nobody listens on: ECONNREFUSED
+        sock.bind(str(stale))
+    fill = {"anvil": str(server.anvil_path), "base_dir": str(server.base_dir), "stale": str(stale)}
+    conf = str(server.config_path)
+
+    def args(s: Scenario) -> list[str]:
+        return [a.format(**fill) for a in s.args]
+
+    before = Counter(server.connect_dump())
+    assert sum(e.refcount for e in before.elements()) == len(SPECS)
+    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
+        real = {s.id: pool.submit(server.doveadm, *args(s)) for s in SCENARIOS}
+        ours = {s.id: pool.submit(run_dvadm, "-c", conf, *args(s), timeout=30) for s in SCENARIOS}
+        result = Runs(
+            server, {k: f.result() for k, f in real.items()}, {k: f.result() for k, f in ours.items()}
+        )
+    assert Counter(server.connect_dump()) == before, "sessions changed while the scenarios ran"
+    return result
+
+
+# -- parsing both tools' output into comparable records ---------------------------------------------------
+
+
+def lines(data: bytes) -> list[bytes]:
+    assert data == b"" or data.endswith(b"\n"), data
+    return data.splitlines()
+
+
+def json_objects(data: bytes) -> list[dict[str, str]]:
+    """The ``{...}`` objects of doveadm 2.3's JSON, which is invalid for aggregated ``who``."""
+    return [json.loads(m) for m in re.findall(rb"\{[^{}]*\}", data)]
+
+
+def as_multiset(objects: list[dict[str, str]]) -> Counter[tuple[tuple[str, str], ...]]:
+    return Counter(tuple(obj.items()) for obj in objects)
+
+
+def titles_and_rows(s: Scenario, data: bytes) -> tuple[list[bytes] | None, list[bytes]]:
+    """(title line split into titles, or None when not shown; the row records as bytes)."""
+    kind = s.formatter
+    if kind == "pager":
+        return None, [] if not data else data.split(b"\x0c\n")
+    if kind == "flow":
+        return None, lines(data)
+    rows = lines(data)
+    if s.hide_titles:
+        return None, rows
+    assert rows, f"no title line in {data!r}"
+    sep = b"\t" if kind == "tab" else None
+    return rows[0].split(sep), rows[1:]
+
+
+def usernames(s: Scenario, data: bytes) -> list[str]:
+    """The username of every row (one per session for ``-1``)."""
+    if s.formatter == "json":
+        return [obj["username"] for obj in json_objects(data)]
+    _, rows = titles_and_rows(s, data)
+    if s.formatter == "pager":
+        return [record.split(b"\n", 1)[0].removeprefix(b"username: ").decode() for record in rows]
+    if s.formatter == "flow":
+        return [row.split(b" ", 1)[0].removeprefix(b"username=").decode() for row in rows]
+    sep = b"\t" if s.formatter == "tab" else None
+    return [row.split(sep)[0].decode() for row in rows]
+
+
+# -- the differential tests --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("s", SCENARIOS, ids=lambda s: s.id)
+def test_exit_code_and_stderr_match(runs: Runs, s: Scenario) -> None:
+    real, ours = runs.doveadm[s.id], runs.dvadm[s.id]
+    assert real.returncode == s.exit, real.stderr
+    assert ours.returncode == real.returncode, ours.stderr
+    assert ours.stderr == real.stderr
+    if s.exit:
+        assert ours.stdout == b""
+
+
+@pytest.mark.parametrize("s", OK_SCENARIOS, ids=lambda s: s.id)
+def test_rows_match(runs: Runs, s: Scenario) -> None:
+    real, ours = runs.doveadm[s.id].stdout, runs.dvadm[s.id].stdout
+    assert Counter(usernames(s, real)) == Counter(s.users), real
+    if s.formatter == "json":
+        parsed = json.loads(ours)  # dvadm's JSON is always valid
+        assert isinstance(parsed, list) and ours.startswith(b"[") and ours.endswith(b"]")
+        assert as_multiset(parsed) == as_multiset(json_objects(real))
+        return
+    real_titles, real_rows = titles_and_rows(s, real)
+    our_titles, our_rows = titles_and_rows(s, ours)
+    assert our_titles == real_titles
+    if s.formatter == "table" and not s.separate:
+        # Widths differ by design (see the module docstring): compare the fields, not the padding.
+        assert Counter(tuple(row.split()) for row in our_rows) == Counter(tuple(r.split()) for r in real_rows)
+        assert len({len(line) for line in lines(ours)}) == 1  # every line padded to the same widths
+    else:
+        assert Counter(our_rows) == Counter(real_rows)
+
+
+@pytest.mark.parametrize(
+    "s", [s for s in OK_SCENARIOS if s.formatter == "json" and len(s.users) > 1], ids=lambda s: s.id
+)
+def test_json_validity_as_the_reference_says(runs: Runs, s: Scenario) -> None:
+    """2.3 closes the array at its first flush: aggregated who is broken, who -1 is valid (section 5)."""
+    real = runs.doveadm[s.id].stdout
+    if s.separate:
+        assert as_multiset(json.loads(real)) == as_multiset(json_objects(real))
+    else:
+        assert real.startswith(b"[{") and b"}],{" in real and real.endswith(b"}")
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(real)
+
+
+def parse_aggregated_table(data: bytes) -> list[tuple[str, ...]]:
+    """doveadm's aggregated table rows in its own order: username, #, proto, (pids), (ips)."""
+    row = re.compile(r"(\S+) +(\d+) (\S+) +(\([^)]*\)) +(\([^)]*\)) *")
+    parsed = []
+    for line in lines(data)[1:]:
+        match = row.fullmatch(line.decode())
+        assert match, line
+        parsed.append(match.groups())
+    return parsed
+
+
+@pytest.mark.parametrize("scenario_id", ["all", "range-24", "wildcard-star"])
+def test_first_row_table_rule_reproduces_doveadm_bytes(runs: Runs, scenario_id: str) -> None:
+    """doveadm's aggregated table is what dvadm's table printer makes when it measures only row one."""
+    real = runs.doveadm[scenario_id].stdout
+    rows = parse_aggregated_table(real)
+    assert len(rows) > 1
+    out = io.StringIO()
+    TableFormatter(out, generation=1, buffer_rows=1, width=80).write(AGGREGATED_V1, rows)
+    assert out.getvalue().encode() == real
+
+
+def test_digits_only_mask_is_a_username_never_an_ip(runs: Runs) -> None:
+    """``12345`` would be the IP 0.0.48.57 through inet_aton; both tools take it as a username."""
+    for tool in (runs.doveadm, runs.dvadm):
+        assert b"127.0.2.8" in tool["digits-mask"].stdout
+
+
+def test_aggregated_range_keeps_all_ips_of_a_matching_user(runs: Runs) -> None:
+    """foo has 127.0.1.9 outside the /24 and still shows it (any IP in the network keeps the user)."""
+    for tool in (runs.doveadm, runs.dvadm):
+        foo = [line for line in lines(tool["mask-and-range"].stdout) if line.startswith(b"foo ")]
+        assert len(foo) == 1 and b"127.0.1.9" in foo[0] and b" 3 imap " in foo[0]
+        assert b"127.0.1.9" not in tool["mask-and-range-1"].stdout
+
+
+def test_scenarios_ran_against_the_expected_server(runs: Runs) -> None:
+    assert Path(runs.server.anvil_path).is_socket()
+    assert len(SCENARIOS) >= 12 and len({s.id for s in SCENARIOS}) == len(SCENARIOS)
