@@ -6,8 +6,8 @@ shared with a user that does not match is signalled only with ``--force``; witho
 nothing at all is signalled and the other users are listed in a warning, as doveadm does.
 
 Safer than doveadm: every pid goes through :func:`doveadm_py.procsafety.terminate`; a
-dump with malformed lines, a TCP anvil address (remote dump, local pids) and options
-that need 2.4 data are refused before anything is signalled.
+dump cut short by EOF or with malformed lines, a TCP anvil address (remote dump, local
+pids) and options that need 2.4 data are refused before anything is signalled.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .output import Header
 from .sessionview import separate_headers, separate_rows
 
 if TYPE_CHECKING:
-    from .anvil import AnvilClient
+    from .anvil import AnvilClient, ConnectDump
     from .command import DvadmCommand
 
 NEEDS_24 = "this server speaks anvil protocol 1 (Dovecot 2.3), which does not track {what}"
@@ -55,7 +55,15 @@ def group_by_pid(sessions: Iterable[Any], filter_: Filter) -> dict[int, PidUsers
     return pids
 
 
-def kick_v1(cmd: DvadmCommand, client: AnvilClient, filter_: Filter, args: argparse.Namespace) -> int:
+def kick_v1(
+    cmd: DvadmCommand,
+    client: AnvilClient,
+    dump: ConnectDump,
+    invalid: list[bytes],
+    filter_: Filter,
+    args: argparse.Namespace,
+) -> int:
+    """Kick on a server whose dump proved protocol 1; ``invalid`` collects its malformed lines."""
     if args.passdb_field is not None:
         what = "alternative usernames (-f passdb_field); on 2.3, doveadm kick -f meant --force"
         raise UsageError(NEEDS_24.format(what=what))
@@ -66,8 +74,9 @@ def kick_v1(cmd: DvadmCommand, client: AnvilClient, filter_: Filter, args: argpa
             f"refusing to kick through TCP anvil {client.path}: Dovecot 2.3 kicks by signalling "
             "local pids, and that dump lists another host's processes"
         )
-    invalid: list[bytes] = []
-    sessions = list(client.connect_dump(on_invalid=invalid.append))
+    sessions = list(dump)
+    if not dump.complete:  # doveadm 2.3 takes EOF for the end; the lost tail may share a pid
+        raise TempFailError(f"read({client.path}) failed: Unexpected EOF in CONNECT-DUMP, refusing to kick")
     if invalid:
         first = invalid[0].decode("utf-8", "backslashreplace")
         raise TempFailError(f"anvil sent {len(invalid)} malformed dump line(s), refusing to kick: {first}")

@@ -7,28 +7,37 @@ filters it and kicks each matching session by connection GUID. Differences, all 
 - ``-f field`` sends the alt value that matched (upstream sends the primary username);
   an alt value is kicked by value only when every session carrying it matched,
   otherwise its matching sessions are kicked one by one by GUID;
-- a dump that fails midway kicks nothing (doveadm kicks what it had read).
+- a dump that fails midway kicks nothing (doveadm kicks what it had read);
+- a session without a connection GUID is kicked by name only when that reaches no other
+  session (doveadm's bare ``KICK-USER user`` disconnects all of the user's sessions).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .masks import Filter
 from .sessionview import select_sessions, separate_headers, separate_rows
 
 if TYPE_CHECKING:
-    from .anvil import AnvilClient
+    from .anvil import AnvilClient, ConnectDump
     from .command import DvadmCommand
 
 ZERO_GUID = "0" * 32
 
 
 def kick_v2(
-    cmd: DvadmCommand, client: AnvilClient, filter_: Filter, dest_host: str | None, args: argparse.Namespace
+    cmd: DvadmCommand,
+    client: AnvilClient,
+    filter_: Filter,
+    dest_host: str | None,
+    args: argparse.Namespace,
+    dump: ConnectDump | None = None,
 ) -> int:
+    """Kick through anvil; ``dump`` is one already requested while settling the protocol."""
     from .anvil import KickRequest
 
     field = args.passdb_field
@@ -38,8 +47,11 @@ def kick_v2(
             KickRequest("alt", field, mask) if field is not None else KickRequest("user", mask, None)
             for mask in filter_.user_masks
         ]
+        if dump is not None:
+            dump.close()
         return report(cmd, client.kick_many(requests))
-    dump = client.connect_dump()
+    if dump is None:
+        dump = client.connect_dump()
     alt_fields = dump.alt_fields
     sessions = list(dump)  # a dump that fails midway raises here, before any kick
     if field is not None and field not in alt_fields:
@@ -57,7 +69,8 @@ def kick_v2(
             generation=2,
         )
         return 0
-    return report(cmd, client.kick_many(plan_requests(sessions, targets, alt_fields, field)))
+    requests = plan_requests(sessions, targets, alt_fields, field, cmd.app.stderr)
+    return report(cmd, client.kick_many(requests))
 
 
 def exact_matches(
@@ -77,13 +90,13 @@ def dest_matches(session: Any, dest_host: str | None) -> bool:
 
 
 def plan_requests(
-    sessions: list[Any], targets: list[Any], alt_fields: tuple[str, ...], field: str | None
+    sessions: list[Any], targets: list[Any], alt_fields: tuple[str, ...], field: str | None, err: TextIO
 ) -> list[Any]:
-    """Kick requests that reach exactly the target sessions."""
+    """Kick requests that reach exactly the target sessions (warnings for those they cannot)."""
     from .anvil import KickRequest
 
-    if field is None:
-        return [KickRequest("user", s.username, None if s.guid == ZERO_GUID else s.guid) for s in targets]
+    if field is None or not targets:
+        return by_guid(sessions, targets, err)
     index = alt_fields.index(field)
     target_ids = {id(s) for s in targets}
     carriers: dict[str, list[Any]] = {}
@@ -92,14 +105,50 @@ def plan_requests(
             carriers.setdefault(s.alt[index], []).append(s)
     requests = []
     done: set[str] = set()
+    rest = []
     for s in targets:
         value = s.alt[index]
-        if all(id(c) in target_ids for c in carriers.get(value, ())):
+        # An empty value is no alt username: anvil could not find the session by it.
+        if value and all(id(c) in target_ids for c in carriers[value]):
             if value not in done:
                 done.add(value)
-                requests.append(KickRequest("alt", field, value))
+                requests.append(KickRequest.alt(field, value))
         else:
-            requests.append(KickRequest("user", s.username, None if s.guid == ZERO_GUID else s.guid))
+            rest.append(s)
+    return requests + by_guid(sessions, rest, err, target_ids)
+
+
+def by_guid(
+    sessions: list[Any], targets: list[Any], err: TextIO, wanted: set[int] | None = None
+) -> list[Any]:
+    """``KICK-USER user guid`` per target; a session without a GUID only by name, and only
+    when that kicks no session outside ``wanted`` (ids; default: the targets). doveadm sends
+    the bare name regardless."""
+    from .anvil import KickRequest
+
+    guidless = {s.username for s in targets if s.guid == ZERO_GUID}
+    by_name: set[str] = set()
+    if guidless:
+        target_ids = wanted if wanted is not None else {id(s) for s in targets}
+        spared = Counter(s.username for s in sessions if s.username in guidless and id(s) not in target_ids)
+        for name in sorted(guidless):
+            if spared[name]:
+                err.write(
+                    f"Warning: not kicking {name}: anvil has no connection GUID for a matching session, "
+                    f"and kicking by name would also disconnect {spared[name]} session(s) that do not match\n"
+                )
+            else:
+                by_name.add(name)
+    requests = []
+    named: set[str] = set()
+    for s in targets:
+        name = s.username
+        if name in by_name:
+            if name not in named:
+                named.add(name)
+                requests.append(KickRequest.user(name))
+        elif s.guid != ZERO_GUID:
+            requests.append(KickRequest.user(name, s.guid))
     return requests
 
 

@@ -10,11 +10,11 @@ input never kicks anything.
 from __future__ import annotations
 
 import argparse
-import socket
 
 from ..command import DvadmCommand
 from ..errors import TempFailError, UsageError
 from ..masks import Filter, parse_masks
+from ..netmask import canonical_ip
 from ..sessionview import add_socket_path_argument
 
 NO_MASKS = "user and/or ip[/bits] must be specified."
@@ -44,14 +44,20 @@ class Kick(DvadmCommand):
     def take_action(self, parsed_args: argparse.Namespace) -> int:
         filter_, dest_host = validate(parsed_args)
         with self.anvil(parsed_args.socket_path) as client:
-            client.connect()
+            # A greeting proves 2.4. Silence is only provisionally 2.3: the (read-only) dump
+            # settles it before anything irreversible, so a 2.4 anvil that greets late can
+            # never have its pids signalled.
+            dump = None
             if client.protocol == 1:
-                from ..kick_v1 import kick_v1
+                invalid: list[bytes] = []
+                dump = client.connect_dump(on_invalid=invalid.append)
+                if dump.protocol == 1:
+                    from ..kick_v1 import kick_v1
 
-                return kick_v1(self, client, filter_, parsed_args)
+                    return kick_v1(self, client, dump, invalid, filter_, parsed_args)
             from ..kick_v2 import kick_v2
 
-            return kick_v2(self, client, filter_, dest_host, parsed_args)
+            return kick_v2(self, client, filter_, dest_host, parsed_args, dump)
 
 
 def validate(args: argparse.Namespace) -> tuple[Filter, str | None]:
@@ -68,18 +74,7 @@ def validate(args: argparse.Namespace) -> tuple[Filter, str | None]:
             raise UsageError("-f passdb_field must not be empty")
     dest_host = None
     if args.dest_host is not None:
-        dest_host = canonical_ip(args.dest_host)
-        if dest_host is None:
+        dest_host = canonical_ip(args.dest_host)  # net_addr2ip forms, as 2.4 accepts them
+        if not dest_host:
             raise TempFailError(f"dest-host isn't a valid IP address: '{args.dest_host}'")
     return filter_, dest_host
-
-
-def canonical_ip(text: str) -> str | None:
-    """The IP literal in anvil's canonical text form, or None if it is not one."""
-    literal = text[1:-1] if text.startswith("[") and text.endswith("]") else text
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            return socket.inet_ntop(family, socket.inet_pton(family, literal))
-        except (OSError, ValueError):
-            continue
-    return None

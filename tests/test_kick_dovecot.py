@@ -1,0 +1,207 @@
+"""``dvadm kick`` end to end on a real Dovecot 2.3, next to the real ``doveadm kick``.
+
+Every form of doveadm-kick(1) runs twice on identical, freshly logged-in IMAP sessions: once with
+dvadm, once with doveadm. Each must disconnect exactly the matching sessions (which get Dovecot's
+``* BYE``), leave every other one connected, list the same users and exit with the same code. doveadm's
+stdout is a pipe here, so its list comes before its text (reference section 5, "Ordering quirk"):
+the user sets are compared, and dvadm's own bytes are checked exactly (TTY order).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from doveadm_py.testing import DovecotInstance, SessionGroup, open_sessions, wait_registered
+from doveadm_py.testing.cli import run_dvadm
+
+pytestmark = pytest.mark.dovecot
+
+Spec = tuple[str, str]
+SESSIONS: list[Spec] = [
+    ("jane", "127.0.0.1"),
+    ("jano", "127.0.0.2"),
+    ("james", "127.0.0.3"),
+    ("foo", "127.0.0.5"),
+    ("foo", "127.0.0.6"),
+    ("foo", "127.0.1.9"),
+    ("bar@example.org", "127.0.0.7"),
+]
+BYE = b"* BYE Server shutting down.\r\n"
+KICKED = "kicked connections from the following users:"
+WARNING = "warning: other connections would also be kicked from following users:"
+NONE = "no users kicked"
+USE_FORCE = {
+    "dvadm": "Use the '--force' option to enforce the disconnect.",
+    "doveadm": "Use the '-f' option to enforce the disconnect.",
+}
+# All IMAP sessions in one process, so kicking one user's process disconnects the others too.
+SHARED_PROCESS = "service imap {\n  client_limit = 10\n  process_limit = 1\n  service_count = 0\n}\n"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one kick did: exit code, the users and kind of report on stdout, who was disconnected."""
+
+    code: int
+    kind: str | None  # KICKED, WARNING, NONE, or None when stdout is empty
+    users: frozenset[str]
+    gone: frozenset[Spec]
+
+
+def report(stdout: bytes, tool: str) -> tuple[str | None, frozenset[str]]:
+    """The report's kind and its user list, whatever order the list and the texts came in."""
+    text = stdout.decode()
+    kinds = [kind for kind in (KICKED, WARNING, NONE) if kind in text]
+    assert len(kinds) <= 1, text
+    for phrase in (KICKED, WARNING, NONE, USE_FORCE[tool]):
+        text = text.replace(phrase, " ")
+    return (kinds[0] if kinds else None), frozenset(text.split())
+
+
+def dvadm_report(users: Collection[str]) -> bytes:
+    """dvadm's stdout for a kick of ``users`` (strcmp order, each followed by a space, TTY order)."""
+    if not users:
+        return f"{NONE}\n".encode()
+    return f"{KICKED}\n{''.join(u + ' ' for u in sorted(users))}\n".encode()
+
+
+def wait_idle(instance: DovecotInstance) -> None:
+    """Until anvil lists no session: the next scenario must start from exactly its own sessions."""
+    wait_registered(instance, 0, timeout=10)
+
+
+def kick_on_fresh_sessions(
+    instance: DovecotInstance,
+    run: Callable[[], subprocess.CompletedProcess[bytes]],
+    expected: Collection[Spec],
+    tool: str,
+    specs: list[Spec] = SESSIONS,
+) -> tuple[Outcome, subprocess.CompletedProcess[bytes]]:
+    wait_idle(instance)
+    with open_sessions(instance, specs) as group:
+        done = run()
+        gone = group.wait_for_disconnects(expected, timeout=10, settle=0.3)
+        check_last_words(group, gone)
+    kind, users = report(done.stdout, tool)
+    return Outcome(done.returncode, kind, users, frozenset(gone)), done
+
+
+def check_last_words(group: SessionGroup, gone: set[Spec]) -> None:
+    for session in group:
+        if session.spec in gone:
+            assert session.received.endswith(BYE), session
+        else:
+            assert session.received == b"", session
+
+
+def dvadm(instance: DovecotInstance, *args: str) -> Callable[[], subprocess.CompletedProcess[bytes]]:
+    return lambda: run_dvadm("-c", str(instance.config_path), "kick", *args)
+
+
+def doveadm(instance: DovecotInstance, *args: str) -> Callable[[], subprocess.CompletedProcess[bytes]]:
+    return lambda: instance.doveadm("kick", *args)
+
+
+def spec_users(specs: Collection[Spec]) -> frozenset[str]:
+    return frozenset(user for user, _ in specs)
+
+
+@pytest.fixture(scope="module")
+def server(dovecot_module: DovecotInstance) -> Iterator[DovecotInstance]:
+    yield dovecot_module
+    wait_idle(dovecot_module)
+
+
+def everyone_but(*spared: Spec) -> list[Spec]:
+    return [spec for spec in SESSIONS if spec not in spared]
+
+
+FORMS = [
+    pytest.param(["jan?"], [("jane", "127.0.0.1"), ("jano", "127.0.0.2")], id="user_mask"),
+    pytest.param(["127.0.0.2"], [("jano", "127.0.0.2")], id="ip"),
+    pytest.param(["127.0.0.0/24"], everyone_but(("foo", "127.0.1.9")), id="ip/bits"),
+    pytest.param(
+        ["foo", "127.0.0.0/24"], [("foo", "127.0.0.5"), ("foo", "127.0.0.6")], id="user_mask+ip/bits"
+    ),
+    pytest.param(["*"], SESSIONS, id="everyone"),
+    pytest.param(["nobody*"], [], id="no-match"),
+]
+
+
+@pytest.mark.parametrize(("masks", "expected"), FORMS)
+def test_kick_form_matches_doveadm(server: DovecotInstance, masks: list[str], expected: list[Spec]) -> None:
+    ours, done = kick_on_fresh_sessions(server, dvadm(server, *masks), expected, "dvadm")
+    assert ours.gone == set(expected)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        0 if expected else 68,
+        dvadm_report(spec_users(expected)),
+        b"",
+    )
+    theirs, _ = kick_on_fresh_sessions(server, doveadm(server, *masks), expected, "doveadm")
+    assert theirs == ours
+
+
+def test_socket_option(server: DovecotInstance) -> None:
+    """``-a <anvil socket>`` instead of the configured base_dir."""
+    expected = [("james", "127.0.0.3")]
+    run = lambda: run_dvadm("kick", "-a", str(server.anvil_path), "james")  # noqa: E731
+    ours, done = kick_on_fresh_sessions(server, run, expected, "dvadm")
+    assert ours.gone == set(expected) and done.stdout == dvadm_report(["james"])
+
+
+def test_no_arguments(server: DovecotInstance) -> None:
+    ours, done = kick_on_fresh_sessions(server, dvadm(server), [], "dvadm")
+    assert (ours.code, ours.kind, ours.gone) == (64, None, set())
+    assert done.stderr == b"Error: user and/or ip[/bits] must be specified.\n"
+    theirs, _ = kick_on_fresh_sessions(server, doveadm(server), [], "doveadm")
+    assert theirs == ours
+
+
+@pytest.mark.parametrize("args", [["-f", "user_alias", "jane"], ["-h", "127.0.0.1"]], ids=["-f", "-h"])
+def test_2_4_options_are_refused_on_2_3(server: DovecotInstance, args: list[str]) -> None:
+    """2.3 has no alt usernames or proxy destinations in anvil (and its own -f means force)."""
+    ours, done = kick_on_fresh_sessions(server, dvadm(server, *args), [], "dvadm")
+    assert (ours.code, ours.gone) == (64, set())
+    assert b"Dovecot 2.3" in done.stderr
+    theirs, _ = kick_on_fresh_sessions(server, doveadm(server, *args), [], "doveadm")
+    assert (theirs.code, theirs.gone) == (64, set())
+
+
+def test_dry_run_shows_who_and_kicks_nobody(server: DovecotInstance) -> None:
+    masks = ["foo", "127.0.0.0/24"]
+    wait_idle(server)
+    with open_sessions(server, SESSIONS) as group:
+        done = run_dvadm("-c", str(server.config_path), "kick", "--dry-run", *masks)
+        who = server.doveadm("who", "-1", *masks)
+        assert group.wait_for_disconnects([], settle=0.3) == set()
+        check_last_words(group, set())
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert who.returncode == 0 and who.stdout.count(b"\n") == 3  # header and foo from .5 and .6
+    assert done.stdout == who.stdout
+
+
+@pytest.mark.dovecot(extra_conf=SHARED_PROCESS)
+def test_force_on_a_shared_process(dovecot: DovecotInstance) -> None:
+    specs = SESSIONS[:3]  # jane, jano, james
+    others = ["james", "jano"]
+    wait_idle(dovecot)
+    with open_sessions(dovecot, specs):
+        assert len({entry.pid for entry in dovecot.connect_dump()}) == 1
+
+    # Without --force: a warning naming the other users of the process, and nobody is disconnected.
+    ours, done = kick_on_fresh_sessions(dovecot, dvadm(dovecot, "jane"), [], "dvadm", specs)
+    assert (ours.code, ours.kind, ours.users, ours.gone) == (0, WARNING, frozenset(others), set())
+    assert done.stdout == f"{WARNING}\n{' '.join(others)} \n{USE_FORCE['dvadm']}\n".encode()
+    theirs, _ = kick_on_fresh_sessions(dovecot, doveadm(dovecot, "jane"), [], "doveadm", specs)
+    assert theirs == ours
+
+    # With it: the process goes, and with it every session it served.
+    ours, done = kick_on_fresh_sessions(dovecot, dvadm(dovecot, "--force", "jane"), specs, "dvadm", specs)
+    assert (ours.code, ours.gone) == (0, set(specs))
+    assert done.stdout == dvadm_report(spec_users(specs))
+    theirs, _ = kick_on_fresh_sessions(dovecot, doveadm(dovecot, "-f", "jane"), specs, "doveadm", specs)
+    assert theirs == ours
