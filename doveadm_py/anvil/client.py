@@ -109,7 +109,8 @@ def _split_hostport(target: str) -> tuple[str, int]:
             "or a path containing '/' for a UNIX socket",
             EX_USAGE,
         )
-    if not (port_s.isdigit() and port_s.isascii() and 0 < int(port_s) < 65536) or not host:
+    valid = port_s.isdigit() and port_s.isascii() and len(port_s) <= 5 and 0 < int(port_s) < 65536
+    if not valid or not host:
         raise AnvilError(f"Invalid anvil address {target!r}", EX_USAGE)
     return host, int(port_s)
 
