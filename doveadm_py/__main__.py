@@ -2,6 +2,6 @@
 
 import sys
 
-from .app import main
+from .app import console_main
 
-sys.exit(main())
+sys.exit(console_main())

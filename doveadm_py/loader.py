@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from importlib.metadata import EntryPoint
 from typing import Any
 
-from cliff.commandmanager import CommandManager, EntryPointWrapper
+from cliff.commandmanager import CommandManager
 
 from .errors import EX_SOFTWARE, DoveadmError, UsageError
 
@@ -117,8 +117,6 @@ class LazyCommandManager(CommandManager):
     def names(self) -> list[str]:
         return sorted(self.commands)
 
-    def is_builtin(self, name: str) -> bool:
-        return isinstance(self.commands.get(name), EntryPointWrapper)
 
 
 def _leading_words(argv: Iterable[str]) -> list[str]:
