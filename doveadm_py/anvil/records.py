@@ -25,6 +25,7 @@ ERRORS = "surrogateescape"
 _PID_MAX = 2**31 - 1  # pid_t
 _UINT_MAX = 2**32 - 1  # unsigned int (str_to_uint)
 _TIME_MAX = 2**63 - 1  # time_t
+_MAX_DIGITS = 640  # int() may refuse longer digit strings (sys.int_max_str_digits is at least 640)
 
 
 class AnvilError(TempFailError):
@@ -114,7 +115,7 @@ def _decode_fields(line: bytes) -> list[str]:
 
 def _uint(text: str, limit: int) -> int | None:
     """``str_to_uint``-style: ASCII digits only (no sign, space or '_'), within ``limit``."""
-    if text.isdigit() and text.isascii():
+    if text.isdigit() and text.isascii() and len(text) < _MAX_DIGITS:
         n = int(text)
         if n <= limit:
             return n
@@ -138,7 +139,7 @@ def parse_v1_line(line: bytes) -> SessionV1:
     if len(parts) >= 3:
         pid_b = parts[1]
         ref_b = parts[2]
-        if pid_b.isdigit() and ref_b.isdigit():  # bytes.isdigit() is ASCII-only
+        if pid_b.isdigit() and ref_b.isdigit() and len(pid_b) + len(ref_b) < _MAX_DIGITS:  # ASCII-only
             pid = int(pid_b)
             refcount = int(ref_b)
             if pid <= _PID_MAX and refcount <= _UINT_MAX:
@@ -170,6 +171,7 @@ def parse_v2_line(line: bytes, n_alt_fields: int) -> SessionV2:
         if (
             pid_s.isdigit()
             and pid_s.isascii()
+            and len(pid_s) < _MAX_DIGITS
             and int(pid_s) <= _PID_MAX
             and (not ip or is_valid_ip(ip))
             and (not dest_ip or is_valid_ip(dest_ip))
