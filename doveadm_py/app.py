@@ -66,6 +66,10 @@ class DvadmApp(App):
         except DoveadmError as err:
             return self.fail(err)
         self.settings = Settings(self.options)
+        try:
+            self.settings.check()
+        except DoveadmError as err:
+            return self.fail(err)
         if self.options.version:
             self.stdout.write(f"{self.NAME} {__version__}\n")
             return 0

@@ -79,7 +79,9 @@ def kick_v1(
         raise TempFailError(f"read({client.path}) failed: Unexpected EOF in CONNECT-DUMP, refusing to kick")
     if invalid:
         first = invalid[0].decode("utf-8", "backslashreplace")
-        raise TempFailError(f"anvil sent {len(invalid)} malformed dump line(s), refusing to kick: {first}")
+        raise TempFailError(
+            f"{client.path}: anvil sent {len(invalid)} malformed dump line(s), refusing to kick: {first}"
+        )
     pids = group_by_pid(sessions, filter_)
     chosen = [p for p in pids.values() if p.matched and (p.all_matched or args.force)]
     partly = [p for p in pids.values() if p.matched and not p.all_matched]

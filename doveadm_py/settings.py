@@ -32,9 +32,8 @@ class Settings:
             return opts.overrides["base_dir"]
         if opts.no_config:
             return DEFAULT_BASE_DIR
+        self.check()
         config = opts.config_file or DEFAULT_CONFIG
-        if opts.config_file and not os.path.exists(config):
-            raise TempFailError(f"config file {config} not found (given with -c)")
         doveconf = shutil.which("doveconf") if self._doveconf == "auto" else self._doveconf
         if doveconf:
             return self._ask_doveconf(doveconf) or DEFAULT_BASE_DIR
@@ -44,7 +43,15 @@ class Settings:
 
     @property
     def anvil_path(self) -> str:
-        return os.path.join(self.base_dir, "anvil")
+        # Not os.path.join: an empty base_dir must still give a path ("/anvil"), never a
+        # word that would be taken for a TCP host.
+        return f"{self.base_dir.rstrip('/')}/anvil"
+
+    def check(self) -> None:
+        """Fail early, as doveadm does, on a ``-c`` config file that does not exist."""
+        path = self.options.config_file
+        if path and not self.options.no_config and not os.path.exists(path):
+            raise TempFailError(f"config file {path} not found (given with -c)")
 
     def _ask_doveconf(self, doveconf: str) -> str:
         argv = [doveconf]

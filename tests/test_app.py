@@ -287,3 +287,8 @@ def test_two_distributions_declaring_one_command_run_neither(tmp_path, sim2):
     assert b"dvadm-one" in proc.stderr and b"dvadm-two" in proc.stderr
     assert b"CONFLICT" in run_dvadm("help", env=env).stdout
     assert run_dvadm("who", "-a", sim2.path, env=env).returncode == 0
+
+
+def test_empty_base_dir_still_names_a_socket_path():
+    assert settings_for(["-o", "base_dir=", "who"]).anvil_path == "/anvil"
+    assert settings_for(["-o", "base_dir=/run/x/", "who"]).anvil_path == "/run/x/anvil"

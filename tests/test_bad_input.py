@@ -95,6 +95,7 @@ BAD = [
     Bad("formatter-attached", ("-fnope", *kick("bob")), TEMPFAIL, b"Unknown print formatter: nope"),
     Bad("config-missing-who", ("-c", "/nonexistent/dovecot.conf", "who"), TEMPFAIL, b"not found"),
     Bad("config-missing-kick", ("-c", "/nonexistent/dovecot.conf", "kick", "jane"), TEMPFAIL, b"not found"),
+    Bad("config-missing-with-a", ("-c", "/nonexistent/dovecot.conf", *who()), TEMPFAIL, b"not found"),
     # -- who --
     Bad("who-unknown-long", who("--bogus"), USAGE, b"unrecognized arguments: --bogus"),
     Bad("who-unknown-short", who("-z"), USAGE, b"unrecognized arguments: -z"),
@@ -124,6 +125,8 @@ BAD = [
     Bad("kick-no-args", kick(), USAGE, b"user and/or ip[/bits] must be specified."),
     Bad("kick-dry-run-only", kick("--dry-run"), USAGE, b"user and/or ip[/bits] must be specified."),
     Bad("kick-force-only", kick("--force"), USAGE, b"user and/or ip[/bits] must be specified."),
+    Bad("kick-zero-network-only", kick("0.0.0.0/0"), USAGE, b"A /0 network matches everyone"),
+    Bad("kick-zero-networks-v6", kick("::/0", "10.0.0.0/0"), USAGE, b"give '*' to kick every user"),
     Bad("kick-f-without-mask", kick("-f", "user_alias"), USAGE, b"Username must be given with passdb-field"),
     Bad("kick-f-network-only", kick("-f", "user_alias", "10.0.0.0/8"), USAGE, b"Username must be given"),
     Bad("kick-f-empty-field", kick("-f", "", "jane"), USAGE, b"-f passdb_field must not be empty"),

@@ -64,10 +64,7 @@ FAULT_SESSIONS = [
     SimSession(FAR_PID + i, f"user{i}", ip=f"10.0.0.{i}", alt={"user_alias": f"a{i}"}) for i in range(1, 6)
 ]
 FAULT_CASES = [(p, f, c) for p in (1, 2) for f in FAULTS for c in FAULT_COMMANDS]
-KNOWN_BUGS = {
-    (1, "garbage", "kick-wildcard"): "kick_v1.py: the malformed-dump refusal does not name the socket",
-    (1, "garbage", "kick-plain"): "kick_v1.py: the malformed-dump refusal does not name the socket",
-}
+KNOWN_BUGS: dict[tuple[int, str, str], str] = {}
 
 
 def run_fault(protocol: int, fault: str, command: str) -> FaultRun:
@@ -242,11 +239,6 @@ class RawAnvil:
 HUGE = b"1" * 5000  # int() refuses it (sys.int_max_str_digits): it must be bad data, not a crash
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: AnvilClient._check_greeting and _pipeline call int() on unbounded digit strings from anvil; "
-    "a 5000-digit VERSION major/minor or kick reply raises ValueError -> 'internal error', exit 70",
-)
 @pytest.mark.parametrize(
     ("greeting", "kick_reply", "argv", "exit_code", "phrase"),
     [

@@ -91,6 +91,11 @@ def _show(line: bytes) -> str:
     return repr(line)[2:-1]
 
 
+def _is_uint(text: bytes) -> bool:
+    """``str_to_uint``: ASCII digits within an unsigned int (length first: int() refuses huge strings)."""
+    return text.isdigit() and len(text) <= 10 and int(text) <= _UINT_MAX
+
+
 def _split_hostport(target: str) -> tuple[str, int]:
     """``host:port``, ``IPv4:port`` or ``[IPv6]:port`` like ``net_str2hostport`` (no default port)."""
     if target.startswith("["):
@@ -517,9 +522,9 @@ class AnvilClient:
         if (
             len(fields) < 4
             or fields[1] != b"anvil-server"
-            or not fields[2].isdigit()
+            or not _is_uint(fields[2])
             or int(fields[2]) != 2
-            or not fields[3].isdigit()
+            or not _is_uint(fields[3])
         ):
             raise AnvilProtocolError(f"{label}: Invalid VERSION line: {line_text(line)}")
         self._protocol = 2
@@ -753,7 +758,7 @@ class AnvilClient:
                         need_greeting = False
                     else:
                         answered += 1
-                        if line.isdigit() and int(line) <= _UINT_MAX:
+                        if _is_uint(line):
                             count += int(line)
                         else:
                             errors.append(f"Unexpected reply from anvil: {line_text(line)}")

@@ -67,6 +67,9 @@ def validate(args: argparse.Namespace) -> tuple[Filter, str | None]:
             raise UsageError("Username must be given with passdb-field parameter")
         raise UsageError(NO_MASKS)
     filter_ = parse_masks(args.masks)
+    if filter_.is_empty and args.dest_host is None:
+        # Only /0 networks: doveadm 2.3 kicks everyone, 2.4 no one. Too easy a typo either way.
+        raise UsageError(f"{NO_MASKS} A /0 network matches everyone: give '*' to kick every user")
     if args.passdb_field is not None:
         if not filter_.user_masks:
             raise UsageError("Username must be given with passdb-field parameter")
