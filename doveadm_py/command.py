@@ -115,10 +115,20 @@ class DvadmCommand(Command):
         return self.app.settings
 
     def anvil(self, socket_path: str | None = None, **kwargs: Any) -> AnvilClient:
-        """An anvil client for ``-a socket_path`` or ``<base_dir>/anvil``; ``-D`` logs its lines."""
-        from .anvil import AnvilClient
+        """An anvil client for ``-a socket_path`` or ``<base_dir>/anvil``; ``-D`` logs its lines.
 
-        path = socket_path or self.settings.anvil_path
+        Timeouts come from ``-o dvadm_anvil_timeout=SECS`` (default 10) and
+        ``-o dvadm_kick_timeout=SECS`` (default 30).
+        """
+        from .anvil import AnvilClient
+        from .settings import ANVIL_TIMEOUT, KICK_TIMEOUT
+
+        settings = self.settings
+        path = socket_path or settings.anvil_path
+        timeout = settings.seconds(ANVIL_TIMEOUT, 10.0)
+        kwargs.setdefault("timeout", timeout)
+        kwargs.setdefault("connect_timeout", min(timeout, 5.0))
+        kwargs.setdefault("kick_timeout", settings.seconds(KICK_TIMEOUT, 30.0))
         return AnvilClient(path, debug=self.app.debug_log if self.options.debug else None, **kwargs)
 
     def emit(

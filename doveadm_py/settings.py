@@ -10,11 +10,14 @@ import os
 import shutil
 from functools import cached_property
 
-from .errors import TempFailError
+from .errors import TempFailError, UsageError
 from .globalopts import GlobalOptions
 
 DEFAULT_BASE_DIR = "/run/dovecot"
 DEFAULT_CONFIG = "/etc/dovecot/dovecot.conf"
+#: dvadm's own settings, given like Dovecot's with ``-o key=value``: seconds to wait.
+ANVIL_TIMEOUT = "dvadm_anvil_timeout"  # connecting and each read (doveadm waits forever)
+KICK_TIMEOUT = "dvadm_kick_timeout"  # each 2.4 kick reply (doveadm: 25 s)
 
 
 class Settings:
@@ -46,6 +49,19 @@ class Settings:
         # Not os.path.join: an empty base_dir must still give a path ("/anvil"), never a
         # word that would be taken for a TCP host.
         return f"{self.base_dir.rstrip('/')}/anvil"
+
+    def seconds(self, key: str, default: float) -> float:
+        """A positive number of seconds from ``-o key=N``, else ``default``."""
+        text = self.options.overrides.get(key)
+        if text is None:
+            return default
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not 0 < value < 1e6:
+            raise UsageError(f"-o {key}={text}: expected a number of seconds greater than 0")
+        return value
 
     def check(self) -> None:
         """Fail early, as doveadm does, on a ``-c`` config file that does not exist."""

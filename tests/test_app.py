@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -292,3 +293,21 @@ def test_two_distributions_declaring_one_command_run_neither(tmp_path, sim2):
 def test_empty_base_dir_still_names_a_socket_path():
     assert settings_for(["-o", "base_dir=", "who"]).anvil_path == "/anvil"
     assert settings_for(["-o", "base_dir=/run/x/", "who"]).anvil_path == "/run/x/anvil"
+
+
+def test_anvil_timeout_setting_bounds_a_hung_anvil():
+    with AnvilSimulator(protocol=2, fault="hang") as sim:
+        started = time.monotonic()
+        proc = run_dvadm("-o", "dvadm_anvil_timeout=0.5", "who", "-a", sim.path)
+        elapsed = time.monotonic() - started
+    assert proc.returncode == 75
+    assert sim.path.encode() in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert elapsed < 5  # the default would wait 10 s
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf"])
+def test_bad_timeout_setting_is_a_usage_error(value, sim2):
+    proc = run_dvadm("-o", f"dvadm_anvil_timeout={value}", "who", "-a", sim2.path)
+    assert proc.returncode == 64
+    assert b"expected a number of seconds" in proc.stderr
+    assert sim2.requests == []
