@@ -670,10 +670,12 @@ class AnvilClient:
         if self._protocol == 2:
             return
         if not self._confirmed:
-            # No greeting in the grace period: give a busy 2.4 server the full timeout.
+            # No greeting in the grace period: give a busy 2.4 server up to a second to
+            # greet (so it never sees a protocol 1 VERSION line), then settle it with one
+            # read-only PENALTY-DUMP rather than waiting out the whole read timeout.
             conn = self._take_conn()
             try:
-                if conn.poll(self.timeout):
+                if conn.poll(min(self.timeout, 1.0)):
                     self._read_greeting(conn)
                     self._idle = conn
                     return
@@ -681,7 +683,8 @@ class AnvilClient:
                 conn.close()
                 raise
             conn.close()
-            self._confirmed = True
+            if self.confirm_protocol() == 2:
+                return
         raise AnvilError(
             f"{self.path}: kicking through anvil needs Dovecot 2.4 (anvil protocol 2); "
             "this anvil speaks protocol 1 (Dovecot 2.3 kicks by signal)"
