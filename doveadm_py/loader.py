@@ -118,7 +118,6 @@ class LazyCommandManager(CommandManager):
         return sorted(self.commands)
 
 
-
 def _leading_words(argv: Iterable[str]) -> list[str]:
     words = []
     for arg in argv:
