@@ -13,8 +13,6 @@ import sys
 
 from .testing.cli import run_dvadm
 
-USERS = ("jane", "jano", "james", "foo", "foo", "foo", "bar@example.org")
-SOURCES = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.5", "127.0.0.6", "127.0.1.9", "127.0.0.7")
 STEPS = (("who",), ("who", "-1", "ja*"), ("kick", "jan?"), ("kick", "foo", "127.0.0.0/24"), ("who",))
 
 
@@ -27,13 +25,13 @@ def show(global_args: tuple[str, ...], args: tuple[str, ...]) -> None:
 
 
 def demo_real_dovecot() -> None:
-    from .testing.dovecot import DovecotInstance
+    from .testing.dovecot import REFERENCE_SESSIONS, DovecotInstance
     from .testing.imap import open_sessions
 
     with DovecotInstance() as dovecot:
         where = f"master pid {dovecot.master_pid}, IMAP on 127.0.0.1:{dovecot.imap_port}"
         print(f"Started a throwaway Dovecot 2.3 ({where})")
-        with open_sessions(dovecot, list(zip(USERS, SOURCES, strict=True))) as sessions:
+        with open_sessions(dovecot, REFERENCE_SESSIONS) as sessions:
             print(f"Logged in {len(sessions)} IMAP sessions from 127.x addresses\n")
             for step in STEPS:
                 show(("-c", str(dovecot.config_path)), step)
@@ -44,10 +42,11 @@ def demo_real_dovecot() -> None:
 
 def demo_simulator() -> None:
     from .anvil.simulator import AnvilSimulator, SimSession
+    from .testing.dovecot import REFERENCE_SESSIONS
 
     sessions = [
         SimSession(pid=7000 + i, username=user, ip=ip, alt={"user_alias": f"{user.split('@')[0]}-alias"})
-        for i, (user, ip) in enumerate(zip(USERS, SOURCES, strict=True))
+        for i, (user, ip) in enumerate(REFERENCE_SESSIONS)
     ]
     with AnvilSimulator(protocol=2, sessions=sessions, alt_fields=["user_alias"]) as sim:
         print(f"No Dovecot here (or not root): the anvil simulator plays Dovecot 2.4 at {sim.path}\n")

@@ -15,21 +15,19 @@ from dataclasses import dataclass
 
 import pytest
 
-from doveadm_py.testing import DovecotInstance, SessionGroup, open_sessions, wait_registered
+from doveadm_py.testing import (
+    REFERENCE_SESSIONS,
+    DovecotInstance,
+    SessionGroup,
+    open_sessions,
+    wait_registered,
+)
 from doveadm_py.testing.cli import run_dvadm
 
 pytestmark = pytest.mark.dovecot
 
 Spec = tuple[str, str]
-SESSIONS: list[Spec] = [
-    ("jane", "127.0.0.1"),
-    ("jano", "127.0.0.2"),
-    ("james", "127.0.0.3"),
-    ("foo", "127.0.0.5"),
-    ("foo", "127.0.0.6"),
-    ("foo", "127.0.1.9"),
-    ("bar@example.org", "127.0.0.7"),
-]
+SESSIONS: list[Spec] = list(REFERENCE_SESSIONS)
 BYE = b"* BYE Server shutting down.\r\n"
 KICKED = "kicked connections from the following users:"
 WARNING = "warning: other connections would also be kicked from following users:"

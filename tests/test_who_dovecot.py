@@ -29,7 +29,13 @@ import pytest
 
 from doveadm_py.output.table import TableFormatter
 from doveadm_py.sessionview import AGGREGATED_V1
-from doveadm_py.testing import DEFAULT_PASSWORD, DEFAULT_USERS, DovecotInstance, open_sessions
+from doveadm_py.testing import (
+    DEFAULT_PASSWORD,
+    DEFAULT_USERS,
+    REFERENCE_SESSIONS,
+    DovecotInstance,
+    open_sessions,
+)
 from doveadm_py.testing.cli import run_dvadm
 from doveadm_py.testing.fixtures import require_dovecot
 
@@ -37,13 +43,7 @@ pytestmark = pytest.mark.dovecot
 
 USERS = {**DEFAULT_USERS, "12345": DEFAULT_PASSWORD}
 SPECS = [
-    ("jane", "127.0.0.1"),
-    ("jano", "127.0.0.2"),
-    ("james", "127.0.0.3"),
-    ("foo", "127.0.0.5"),
-    ("foo", "127.0.0.6"),
-    ("foo", "127.0.1.9"),
-    ("bar@example.org", "127.0.0.7"),
+    *REFERENCE_SESSIONS,
     ("12345", "127.0.2.8"),  # a digits-only username, outside 127.0.0.0/24
 ]
 ALL = ("jane", "jano", "james", "foo", "bar@example.org", "12345")

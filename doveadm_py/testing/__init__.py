@@ -12,6 +12,7 @@ from __future__ import annotations
 from doveadm_py.testing.dovecot import (
     DEFAULT_PASSWORD,
     DEFAULT_USERS,
+    REFERENCE_SESSIONS,
     DovecotError,
     DovecotInstance,
     DumpEntry,
@@ -32,6 +33,7 @@ from doveadm_py.testing.imap import (
 __all__ = [
     "DEFAULT_PASSWORD",
     "DEFAULT_USERS",
+    "REFERENCE_SESSIONS",
     "DovecotError",
     "DovecotInstance",
     "DumpEntry",

@@ -28,6 +28,16 @@ DEFAULT_PASSWORD = "secret"
 DEFAULT_USERS: Mapping[str, str] = {
     name: DEFAULT_PASSWORD for name in ("jane", "jano", "james", "foo", "bar@example.org")
 }
+#: The sessions the reference's real-server observations used: (user, source IP); foo three times.
+REFERENCE_SESSIONS: tuple[tuple[str, str], ...] = (
+    ("jane", "127.0.0.1"),
+    ("jano", "127.0.0.2"),
+    ("james", "127.0.0.3"),
+    ("foo", "127.0.0.5"),
+    ("foo", "127.0.0.6"),
+    ("foo", "127.0.1.9"),
+    ("bar@example.org", "127.0.0.7"),
+)
 #: Environment variable naming the ``dovecot`` binary to use (doveadm/doveconf are looked for next to it).
 BINARY_ENV = "DVADM_DOVECOT"
 HOST = "127.0.0.1"
