@@ -43,7 +43,10 @@ def test_penalties_as_doveadm_shows_them(penalised: DovecotInstance) -> None:
     ours, theirs = both(penalised, "-f", "tab", "penalty")
     assert ours == theirs
     rows = [line.split(b"\t") for line in ours[1].splitlines()[1:]]
-    assert {row[0]: row[1] for row in rows} == {b"127.0.0.77": b"2", b"127.0.0.78": b"1"}
+    penalties = {row[0]: int(row[1]) for row in rows}
+    # .77's two attempts race inside auth: anvil may count them as 1 or 2 (doveadm shows the same).
+    assert penalties.keys() == {b"127.0.0.77", b"127.0.0.78"}
+    assert penalties[b"127.0.0.78"] == 1 and penalties[b"127.0.0.77"] in (1, 2)
 
 
 @pytest.mark.dovecot
