@@ -31,6 +31,7 @@ DVADM_MODULES = frozenset(
     {
         "doveadm_py",
         "doveadm_py.anvil",
+        "doveadm_py.anvil.bulk",
         "doveadm_py.anvil.client",
         "doveadm_py.anvil.escape",
         "doveadm_py.anvil.records",

@@ -25,7 +25,7 @@ import selectors
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from doveadm_py.anvil.escape import join_tabescaped, split_tabescaped
 from doveadm_py.anvil.records import (
@@ -42,6 +42,9 @@ from doveadm_py.anvil.records import (
     parse_v2_line,
 )
 from doveadm_py.errors import EX_USAGE
+
+if TYPE_CHECKING:
+    from doveadm_py.anvil.bulk import Piece
 
 V1_HANDSHAKE = b"VERSION\tanvil\t1\t0\n"
 # VERSION line, then the empty handshake line: an admin client with no service/pid.
@@ -268,9 +271,9 @@ class ConnectDump:
 
     ``protocol`` says which; ``alt_fields`` is the 2.4 header (empty for 2.3). The
     socket is read in large chunks as you iterate and closed at the end, so memory
-    stays bounded however many sessions anvil has. Use either the records or
-    :meth:`iter_lines` / :meth:`iter_blocks` (raw lines, for commands that parse in
-    bulk), not both.
+    stays bounded however many sessions anvil has. Use either the records,
+    :meth:`pieces` (parsed in bulk) or :meth:`iter_lines` / :meth:`iter_blocks` (raw
+    lines), only one of them.
 
     Malformed lines follow doveadm: 2.3 skips them (counted in ``invalid_lines`` and
     passed to ``on_invalid``, which doveadm logs as "Invalid input: <line>"); 2.4
@@ -343,6 +346,24 @@ class ConnectDump:
         for block in self.iter_blocks():
             yield from block
 
+    def pieces(self, *, check_ips: bool = True) -> Iterator[Piece]:
+        """The sessions, parsed in bulk: column blocks and lists of records, in dump order.
+
+        Together they are exactly the records that iterating gives, with the same invalid-line
+        handling (see :mod:`doveadm_py.anvil.bulk`, also for ``check_ips``), at a quarter of the
+        cost on big dumps.
+        """
+        from doveadm_py.anvil.bulk import BulkParser
+
+        parser = BulkParser(
+            self.protocol,
+            n_alt=len(self.alt_fields),
+            on_invalid=self._invalid,
+            label=self.path,
+            check_ips=check_ips,
+        )
+        return parser.pieces(self.iter_blocks())
+
     def __iter__(self) -> Iterator[SessionV1] | Iterator[SessionV2]:
         if self._records is None:
             self._records = self._iter_v2() if self.protocol == 2 else self._iter_v1()
@@ -351,6 +372,12 @@ class ConnectDump:
     def __next__(self) -> SessionV1 | SessionV2:
         return next(iter(self))
 
+    def _invalid(self, line: bytes) -> None:
+        """A malformed 2.3 line: counted, reported, skipped."""
+        self.invalid_lines += 1
+        if self._on_invalid is not None:
+            self._on_invalid(line)
+
     def _iter_v1(self) -> Iterator[SessionV1]:
         parse = parse_v1_line
         for block in self.iter_blocks():
@@ -358,9 +385,7 @@ class ConnectDump:
                 try:
                     record = parse(line)
                 except AnvilProtocolError:
-                    self.invalid_lines += 1
-                    if self._on_invalid is not None:
-                        self._on_invalid(line)
+                    self._invalid(line)
                     continue
                 yield record
 

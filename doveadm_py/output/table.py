@@ -7,6 +7,9 @@ are seen or the input ends; the widths are then fixed for the rest of the output
 
 doveadm's aggregated ``who`` flushes after every row, so there the widths come from the first row only;
 ``TableFormatter(..., buffer_rows=1)`` reproduces that exactly. dvadm's default measures 100 rows.
+
+Rows given as :class:`~doveadm_py.output.ColumnBlocks` are printed block by block from their columns,
+with the same bytes.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from itertools import chain, islice
 from typing import TextIO
 
-from doveadm_py.output import Formatter, Header, batched
+from doveadm_py.output import ColumnBlocks, Formatter, Header, batched
 
 DEFAULT_COLUMNS = 80
 MIN_COLUMNS = 30
@@ -107,13 +110,13 @@ class TableFormatter(Formatter):
         self.widths: list[int] | None = None
 
     def _write(self, headers: Sequence[Header], rows: Iterable[Sequence[str]]) -> None:
+        if isinstance(rows, ColumnBlocks):
+            self._write_columns(headers, rows)
+            return
         it = iter(rows)
         first = list(map(tuple, islice(it, self.buffer_rows)))
-        self.widths = column_widths(headers, first, self.width)
-        template = line_template(headers, self.widths)
+        template = self._start(headers, first)
         out = self.out
-        if not self.hide_titles and not all(h.hide_title for h in headers):
-            out.write(template % tuple(h.title for h in headers))
         # Dovecot 2.4.2+ prints an empty value as "-" (measured as length 0 above).
         dash = self.generation >= 2
         for batch in chain((first,), batched(it)):
@@ -121,3 +124,38 @@ class TableFormatter(Formatter):
                 out.write("".join([template % tuple([v or "-" for v in row]) for row in batch]))
             else:
                 out.write("".join(map(template.__mod__, map(tuple, batch))))
+
+    def _start(self, headers: Sequence[Header], first: list[tuple[str, ...]]) -> str:
+        """Fix the widths from the ``first`` rows, write the titles; the line template."""
+        self.widths = column_widths(headers, first, self.width)
+        template = line_template(headers, self.widths)
+        if not self.hide_titles and not all(h.hide_title for h in headers):
+            self.out.write(template % tuple(h.title for h in headers))
+        return template
+
+    def _write_columns(self, headers: Sequence[Header], rows: ColumnBlocks) -> None:
+        """The same output from column blocks: measure the first rows, then one write per block."""
+        blocks = iter(rows.blocks)
+        first: list[tuple[str, ...]] = []
+        rest: list[Sequence[Sequence[str]]] = []
+        for columns in blocks:
+            need = self.buffer_rows - len(first)
+            if columns and len(columns[0]) > need:
+                first += zip(*[column[:need] for column in columns], strict=True)
+                rest.append([column[need:] for column in columns])
+                break
+            first += zip(*columns, strict=True)
+        template = self._start(headers, first)
+        dash = self.generation >= 2
+        write = self.out.write
+        for columns in chain(([list(c) for c in zip(*first, strict=True)],), rest, blocks):
+            if dash:  # all(): the cheapest test for an empty value (3 ns per value)
+                columns = [column if all(column) else _dashed(column) for column in columns]
+            write("".join(map(template.__mod__, zip(*columns, strict=True))))
+
+
+def _dashed(column: Sequence[str]) -> Sequence[str]:
+    """A column with every empty value as '-' (2.4.2+); an all-empty one (``dest_ip``) is built at once."""
+    if column.count("") == len(column):
+        return ["-"] * len(column)
+    return [v or "-" for v in column]
