@@ -49,6 +49,7 @@ malformed line after the first dump line. wrong-version: 2.4 greets with major 3
 2.3 answers the VERSION line with such a greeting and closes."""
 
 MAX_LINE = 1024
+_TIMEOUT_GRAIN = 0.001  # the timeout resolution of epoll and poll (select has microseconds)
 # The malformed line fault="garbage" inserts: by protocol for CONNECT-DUMP, 0 for PENALTY-DUMP.
 GARBAGE = {1: b"garbage-line-without-a-slash\tnot-a-pid", 2: b"not-a-pid\tgarbage", 0: b"garbage\tline"}
 
@@ -432,10 +433,16 @@ class AnvilSimulator:
     def _run(self) -> None:
         sel = self._sel
         assert sel is not None
+        fine_timeouts = isinstance(sel, selectors.SelectSelector)
         while not self._stopping:
             timeout = None
             if self._timers:
                 timeout = max(0.0, self._timers[0][0] - time.monotonic())
+                if 0 < timeout < _TIMEOUT_GRAIN and not fine_timeouts:
+                    # epoll and poll round a timeout up to whole milliseconds, so a 0.2 ms kick delay
+                    # would take 1 ms: sleep the sub-millisecond rest, then only poll.
+                    time.sleep(timeout)
+                    timeout = 0
             for key, mask in sel.select(timeout):
                 if key.data == "listen":
                     self._accept()
