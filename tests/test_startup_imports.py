@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 DVADM_MODULES = frozenset(
     {
         "doveadm_py",
+        "doveadm_py.aggregation",
         "doveadm_py.anvil",
         "doveadm_py.anvil.bulk",
         "doveadm_py.anvil.client",

@@ -20,10 +20,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from doveadm_py.aggregation import Groups
 from doveadm_py.anvil import AnvilProtocolError, parse_v1_line, parse_v2_line
 from doveadm_py.anvil.bulk import SMALL, BulkParser, V1Columns, V2Columns
 from doveadm_py.anvil.escape import join_tabescaped
-from doveadm_py.commands.who import Groups, aggregated, separate
+from doveadm_py.commands.who import aggregated, separate
 from doveadm_py.masks import Filter, parse_masks
 from doveadm_py.output import ColumnBlocks, Header, batched
 from doveadm_py.output.tab import TabFormatter
