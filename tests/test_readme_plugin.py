@@ -1,4 +1,4 @@
-"""The README's "Writing a plugin" example, installed with pip and tested as the README says."""
+"""The plugin guide's example (docs/plugins.rst), installed with pip and tested as the guide says."""
 
 from __future__ import annotations
 
@@ -11,19 +11,19 @@ import pytest
 
 from doveadm_py.testing.cli import run_dvadm
 
-README = Path(__file__).resolve().parent.parent / "README.rst"
-SECTION = README.read_text().split("Writing a plugin\n================\n", 1)[1]
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugins.rst"
+SECTION = GUIDE.read_text()
 
 
 def code_blocks(language: str) -> list[str]:
-    """The README section's ``.. code-block:: <language>`` bodies, dedented."""
+    """The guide's ``.. code-block:: <language>`` bodies, dedented."""
     pattern = rf"\.\. code-block:: {language}\n\n((?:    .*\n|\n)+)"
     return [re.sub(r"^    ", "", block, flags=re.M).strip() + "\n" for block in re.findall(pattern, SECTION)]
 
 
 @pytest.fixture
 def usercount_installed(tmp_path):
-    """pip install the example exactly as written in the README; uninstall afterwards."""
+    """pip install the example exactly as written in the guide; uninstall afterwards."""
     (setup_cfg,) = code_blocks("ini")
     module, _test = code_blocks("python")
     (tmp_path / "setup.cfg").write_text(setup_cfg)
@@ -48,7 +48,7 @@ def test_readme_plugin_example_works_as_documented(usercount_installed):
     assert re.search(r"user count\s+Count the distinct users .*\[from dvadm-usercount\]", listing)
     _module, test_code = code_blocks("python")
     namespace: dict[str, object] = {}
-    exec(compile(test_code, "README.rst", "exec"), namespace)
+    exec(compile(test_code, "docs/plugins.rst", "exec"), namespace)
     namespace["test_user_count_both_generations"]()
 
 
