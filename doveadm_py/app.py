@@ -19,10 +19,11 @@ from cliff.app import App
 
 from . import __version__
 from .command import HelpRequested
-from .errors import EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, DoveadmError
+from .errors import EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, DoveadmError, OutputError
 from .globalopts import USAGE, GlobalOptions, parse_global_options
 from .loader import COMMAND_GROUP, LazyCommandManager, UnknownCommandError
 from .settings import Settings
+from .streams import Diagnostics, Output, prepare_std_streams
 
 DESCRIPTION = "dvadm: a doveadm-compatible Dovecot administration tool"
 
@@ -52,6 +53,9 @@ class DvadmApp(App):
         self.command_manager.commands["help"] = help_ep
         self.options = GlobalOptions()
         self.settings = Settings(self.options)
+        self.stdout: Output = Output(self.stdout)
+        self.stderr: Diagnostics = Diagnostics(self.stderr)
+        self._acting: str | None = None  # a command that changes the server, once it has run
 
     def build_option_parser(
         self, description: str | None, version: str | None, argparse_kwargs: dict[str, Any] | None = None
@@ -61,6 +65,32 @@ class DvadmApp(App):
         return argparse.ArgumentParser(prog=self.NAME, description=description, add_help=False)
 
     def run(self, argv: list[str]) -> int:
+        """Run the command line; exit 74 when its output cannot be written (see :meth:`finish`)."""
+        code = 0
+        try:
+            code = self._run(argv)
+            self.stdout.release()
+        except BrokenPipeError:
+            return 141
+        except OutputError as err:
+            return self.output_failed(err, code)
+        return code
+
+    def output_failed(self, err: OutputError, code: int) -> int:
+        """Say what was done when its report is lost: a kick that kicked is not a failed kick.
+
+        Exit 74 when the command had succeeded; its own code when it had failed anyway.
+        """
+        if self._acting is not None:
+            err = OutputError(
+                f"{self._acting} has run (exit code {code}), but its report is lost: {err.message}"
+            )
+        if code:
+            self.stderr.write(f"Error: {err.message}\n")
+            return code
+        return self.fail(err)
+
+    def _run(self, argv: list[str]) -> int:
         try:
             self.options, rest = parse_global_options(argv)
         except DoveadmError as err:
@@ -80,8 +110,6 @@ class DvadmApp(App):
             return EX_USAGE
         try:
             return self.run_subcommand(rest)
-        except BrokenPipeError:
-            return 141
         except KeyboardInterrupt:
             return 130
 
@@ -95,6 +123,8 @@ class DvadmApp(App):
         except DoveadmError as err:
             return self.fail(err)
         cmd = factory(self, self.options, cmd_name=name)
+        if getattr(cmd, "changes_state", False):
+            self.stdout.hold()  # its report is written once it has finished (see output_failed)
         try:
             if self.options.formatter:
                 from .output import load_formatter
@@ -103,6 +133,8 @@ class DvadmApp(App):
             parser = cmd.get_parser(f"{self.NAME} {name}")
             parse = getattr(cmd, "parse_arguments", None)
             parsed = parse(parser, sub_argv) if parse else parser.parse_args(sub_argv)
+            if getattr(cmd, "changes_state", False):
+                self._acting = f"'{name}'"
             result = cmd.run(parsed)
         except HelpRequested:
             return 0
@@ -145,10 +177,7 @@ class DvadmApp(App):
 
 def main(argv: list[str] | None = None) -> int:
     """Run dvadm in this process (tests, embedding); returns the exit code."""
-    for stream in (sys.stdout, sys.stderr):
-        reconfigure = getattr(stream, "reconfigure", None)
-        if reconfigure is not None:
-            reconfigure(errors="surrogateescape")
+    prepare_std_streams()
     return DvadmApp().run(sys.argv[1:] if argv is None else argv)
 
 

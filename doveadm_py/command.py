@@ -71,6 +71,9 @@ class DvadmCommand(Command):
     """
 
     default_formatter: ClassVar[str] = "table"
+    #: True for commands that change the server (kick): their output is held until they have
+    #: finished, so a stdout that fails is reported as "done, report lost" (exit 74).
+    changes_state: ClassVar[bool] = False
     #: doveadm-style usage of the command's arguments, shown by help and usage errors.
     usage: ClassVar[str] = ""
 

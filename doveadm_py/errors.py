@@ -12,6 +12,7 @@ EX_USAGE = 64
 EX_NOHOST = 68
 EX_NOTFOUND = EX_NOHOST  # doveadm's DOVEADM_EX_NOTFOUND
 EX_SOFTWARE = 70
+EX_IOERR = 74  # the output could not be written (what the command did, it did)
 EX_TEMPFAIL = 75
 
 
@@ -46,3 +47,9 @@ class NotFoundError(DoveadmError):
     """Nothing matched where doveadm reports it as an error (exit 68)."""
 
     exit_code = EX_NOTFOUND
+
+
+class OutputError(DoveadmError):
+    """stdout could not be written (closed, full, gone): exit 74, whatever the command did."""
+
+    exit_code = EX_IOERR

@@ -49,6 +49,7 @@ DVADM_MODULES = frozenset(
         "doveadm_py.output.table",
         "doveadm_py.sessionview",
         "doveadm_py.settings",
+        "doveadm_py.streams",
         "doveadm_py.wildcard",
     }
 )

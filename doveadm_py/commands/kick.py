@@ -28,6 +28,7 @@ class Kick(DvadmCommand):
         "<user mask>[|]<ip/bits> [<user mask> ...]"
     )
     default_formatter = "formatted"
+    changes_state = True
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_socket_path_argument(parser)
