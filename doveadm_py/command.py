@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from cliff.command import Command
 
-from .errors import UsageError
+from .errors import EX_TEMPFAIL, UsageError
 
 if TYPE_CHECKING:
     from .anvil import AnvilClient
@@ -133,6 +133,46 @@ class DvadmCommand(Command):
         kwargs.setdefault("connect_timeout", min(timeout, 5.0))
         kwargs.setdefault("kick_timeout", settings.seconds(KICK_TIMEOUT, 30.0))
         return AnvilClient(path, debug=self.app.debug_log if self.options.debug else None, **kwargs)
+
+    def remote_servers(self, parsed_args: argparse.Namespace) -> list[Any] | None:
+        """Transports for the ``-S`` targets (see :mod:`doveadm_py.transport.fleet`), or None for
+        the local anvil. Each is an ``HttpTransport`` or a ``ServerFailure`` (e.g. its secret file
+        is unsafe) to report with the other failures. ``-a`` with ``-S`` is a usage error."""
+        targets = getattr(parsed_args, "servers", None)
+        if not targets:
+            return None
+        if getattr(parsed_args, "socket_path", None):
+            raise UsageError("-a (a local anvil socket) and -S (remote servers) cannot be used together")
+        from .transport.fleet import connect
+
+        debug = self.app.debug_log if self.options.debug else None
+        return connect(targets, self.options.overrides, self.settings.seconds, debug)
+
+    def ask_servers(self, targets: Sequence[Any], ask: Any) -> list[Any]:
+        """``ask(transport)`` on every server at once: ``Answer`` or ``ServerFailure`` each, in order."""
+        from .transport.fleet import DEFAULT_PARALLEL, PARALLEL, ask_all
+
+        parallel = int(self.settings.seconds(PARALLEL, DEFAULT_PARALLEL))
+        return ask_all(targets, ask, parallel)
+
+    def emit_merged(
+        self, parts: Sequence[tuple[str, Sequence[Header], Iterable[Sequence[str]], int]]
+    ) -> None:
+        """Each server's (name, headers, rows, generation) as one result with a leading ``server`` column."""
+        from .transport.fleet import merge
+
+        if parts:
+            headers, rows, generation = merge(parts)
+            self.emit(headers, rows, generation=generation)
+
+    def report_failures(self, answers: Sequence[Any]) -> int:
+        """One ``Error:`` line per failed server on stderr; 75 if any failed, else 0."""
+        from .transport.fleet import ServerFailure
+
+        failed = [a for a in answers if isinstance(a, ServerFailure)]
+        for failure in failed:
+            self.app.stderr.write(f"Error: {failure.message}\n")
+        return EX_TEMPFAIL if failed else 0
 
     def emit(
         self,

@@ -37,7 +37,9 @@ ALT_NEEDS_24 = "-f passdb_field needs alternative usernames, which only Dovecot 
 class Who(DvadmCommand):
     """Show who is logged in to the Dovecot server."""
 
-    usage = "[-a <anvil socket path>] [-1] [-f <passdb field>] [<user mask> ...] [<ip/bits>]"
+    usage = (
+        "[-a <anvil socket path> | -S <server> ...] [-1] [-f <passdb field>] [<user mask> ...] [<ip/bits>]"
+    )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_socket_path_argument(parser)
@@ -51,6 +53,9 @@ class Who(DvadmCommand):
 
     def take_action(self, parsed_args: argparse.Namespace) -> int:
         filter_ = parse_masks(parsed_args.masks)
+        servers = self.remote_servers(parsed_args)
+        if servers is not None:
+            return self.fleet_who(servers, filter_, parsed_args)
         with self.anvil(parsed_args.socket_path) as client:
             dump = client.connect_dump(on_invalid=self._invalid_line)
             # Only the dump makes the protocol certain: a 2.4 anvil slow to greet looks like 2.3 until then.
@@ -64,6 +69,27 @@ class Who(DvadmCommand):
             self.emit(headers, rows, generation=dump.protocol)
         guard.raise_if_failed()
         return 0
+
+    def fleet_who(self, servers: list[Any], filter_: Filter, parsed_args: argparse.Namespace) -> int:
+        """Every server's full session list, filtered, aggregated and formatted here, per server."""
+        from ..transport.fleet import Answer, ServerFailure
+
+        answers = self.ask_servers(servers, lambda server: server.sessions())
+        parts = []
+        for i, answer in enumerate(answers):
+            if not isinstance(answer, Answer):
+                continue
+            dump = answer.value
+            if dump.protocol == 1 and parsed_args.passdb_field is not None:
+                answers[i] = ServerFailure(answer.name, f"{answer.name}: {ALT_NEEDS_24}; it runs Dovecot 2.3")
+                continue
+            if parsed_args.separate_connections:
+                headers, rows, _ = separate(dump, filter_, parsed_args.passdb_field)
+            else:
+                headers, rows, _ = aggregated(dump, filter_)
+            parts.append((answer.name, headers, rows, dump.protocol))
+        self.emit_merged(parts)
+        return self.report_failures(answers)
 
     def _invalid_line(self, line: bytes) -> None:
         text = line.decode("utf-8", "backslashreplace")

@@ -1,0 +1,47 @@
+"""The transport interface every command talks to, and the results it hands back.
+
+A transport knows its server's protocol generation (1 = Dovecot 2.3, 2 = 2.4) once it
+has asked it anything; commands never detect it themselves. Session dumps have the
+interface of :class:`doveadm_py.anvil.ConnectDump` that ``who`` and ``kick`` use
+(``protocol``, ``alt_fields``, ``pieces()``, iteration, ``close()``), so local and remote
+sessions go through the same filtering, aggregation and formatting code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple, Protocol
+
+
+class KickOutcome(NamedTuple):
+    """What a kick did on one server.
+
+    ``count``: connections kicked (2.4: as the server reports; 2.3: the sessions of the
+    signalled processes). ``users``: the users kicked, when the server names them (2.3).
+    ``refused``: users of shared processes that kept dvadm from kicking (2.3, no --force).
+    """
+
+    count: int
+    users: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()
+
+
+class Transport(Protocol):
+    """One server a command acts on; ``name`` labels its rows (``server`` column) and errors."""
+
+    name: str
+
+    @property
+    def protocol(self) -> int:
+        """The server's generation, settled by the first request (1 = Dovecot 2.3, 2 = 2.4)."""
+        ...
+
+    def sessions(self) -> Any:
+        """The full session list as a dump (see module doc); the protocol is settled after it."""
+        ...
+
+    def penalty_rows(self) -> Iterator[Sequence[str]]:
+        """Penalty rows as ``doveadm penalty`` prints them: IP, penalty, last_penalty, last_update."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,210 @@
+"""``-S``: who and kick across several real Dovecot 2.3 servers through their doveadm HTTP API.
+
+Three throwaway instances, each with its own API key and HTTP listener, IMAP sessions on
+each. The fleet's result must be exactly the union of each server's local result with the
+server column, and a server that is down, hung or asked with a wrong key must leave the
+others' results intact (exit 75, its name and the reason on stderr).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from doveadm_py.testing import cli
+from doveadm_py.testing.dovecot import DovecotInstance, free_port
+from doveadm_py.testing.fixtures import require_dovecot
+from doveadm_py.testing.fleet import http_api_conf, write_fleet
+from doveadm_py.testing.imap import open_sessions
+
+KEYS = {"alpha": "alpha-Key-8c1f", "beta": "beta-Key-77d2", "gamma": "gamma-Key-1b9e"}
+SESSIONS = {
+    "alpha": [("jane", "127.0.0.1"), ("foo", "127.0.0.5"), ("foo", "127.0.0.6")],
+    "beta": [("foo", "127.0.1.9"), ("james", "127.0.0.3")],
+    "gamma": [("jano", "127.0.0.2"), ("bar@example.org", "127.0.0.7"), ("jane", "127.0.2.1")],
+}
+
+
+class Fleet:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.servers: dict[str, DovecotInstance] = {}
+        self.ports: dict[str, int] = {}
+
+    def start(self) -> None:
+        for name, key in KEYS.items():
+            port = free_port()
+            instance = DovecotInstance(extra_conf=http_api_conf(port, key))
+            instance.start()
+            self.servers[name] = instance
+            self.ports[name] = port
+        groups = {"alpha": ["backends"], "beta": ["backends"], "gamma": ["proxies"]}
+        self.file = write_fleet(
+            self.tmp,
+            {
+                name: {
+                    "url": f"http://127.0.0.1:{self.ports[name]}",
+                    "key": KEYS[name],
+                    "groups": groups[name],
+                }
+                for name in KEYS
+            },
+        )
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def stop(self) -> None:
+        for instance in self.servers.values():
+            instance.stop()
+
+    def env(self, fleet_file: Path | None = None) -> dict[str, str]:
+        return dict(os.environ, DVADM_FLEET=str(fleet_file or self.file))
+
+    def run(self, *args: str, fleet_file: Path | None = None) -> tuple[int, str, str]:
+        proc = cli.run_dvadm(*args, env=self.env(fleet_file), timeout=60)
+        return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+    def local(self, name: str, *args: str) -> tuple[int, str, str]:
+        """The same command on that server's own anvil (dvadm local mode, tested against doveadm)."""
+        instance = self.servers[name]
+        global_args = [a for a in args if a.startswith("-f") or a in ("json", "tab", "flow")]
+        rest = list(args[len(global_args) :])
+        cmd, *cmd_args = rest
+        proc = cli.run_dvadm(*global_args, cmd, "-a", str(instance.anvil_path), *cmd_args, timeout=60)
+        return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    require_dovecot()
+    fleet = Fleet(tmp_path_factory.mktemp("fleet"))
+    try:
+        fleet.start()
+        yield fleet
+    finally:
+        fleet.stop()
+
+
+@pytest.fixture
+def logged_in(fleet: Fleet) -> Iterator[dict[str, object]]:
+    groups = {}
+    try:
+        for name, specs in SESSIONS.items():
+            groups[name] = open_sessions(fleet.servers[name], specs)
+        yield groups
+    finally:
+        for group in groups.values():
+            group.close()
+
+
+def expected_union(fleet: Fleet, names: list[str], *args: str) -> str:
+    """Each server's local ``-f tab`` output with a leading server column, titles once."""
+    lines: list[str] = []
+    for name in names:
+        code, out, err = fleet.local(name, "-f", "tab", *args)
+        assert code == 0, err
+        title, *rows = out.splitlines()
+        if not lines:
+            lines.append("server\t" + title)
+        lines += [f"{name}\t{row}" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("who",),
+        ("who", "-1"),
+        ("who", "f*"),
+        ("who", "-1", "foo", "127.0.0.0/24"),
+        ("who", "foo", "127.0.0.0/24"),
+        ("who", "ja*", "nobody"),
+        ("who", "-1", "127.0.0.0/30"),
+    ],
+)
+def test_merged_who_is_the_union_of_local_who(fleet: Fleet, logged_in: object, args: tuple[str, ...]) -> None:
+    code, out, err = fleet.run("-f", "tab", args[0], "-S", "all", *args[1:])
+    assert (code, err) == (0, "")
+    assert out == expected_union(fleet, list(KEYS), *args)
+
+
+def test_groups_and_names_select_in_fleet_file_order(fleet: Fleet, logged_in: object) -> None:
+    code, out, err = fleet.run("-f", "tab", "who", "-S", "gamma", "-S", "backends", "-1")
+    assert (code, err) == (0, "")
+    assert out == expected_union(fleet, ["alpha", "beta", "gamma"], "who", "-1")
+    code, out, err = fleet.run("-f", "tab", "who", "-S", f"http://127.0.0.1:{fleet.ports['beta']}")
+    assert (code, err) == (0, "")
+    assert out == expected_union(fleet, ["beta"], "who")
+
+
+def test_json_rows_carry_the_server(fleet: Fleet, logged_in: object) -> None:
+    import json
+
+    code, out, err = fleet.run("-f", "json", "who", "-S", "all", "-1", "jane")
+    assert (code, err) == (0, "")
+    rows = json.loads(out)
+    assert [(r["server"], r["username"], r["ip"]) for r in rows] == [
+        ("alpha", "jane", "127.0.0.1"),
+        ("gamma", "jane", "127.0.2.1"),
+    ]
+    assert list(rows[0]) == ["server", "username", "service", "pid", "ip"]
+
+
+def test_a_down_hung_or_wrong_key_server_leaves_the_others_intact(
+    fleet: Fleet, logged_in: object, tmp_path: Path
+) -> None:
+    down = free_port()
+    hung = socket.create_server(("127.0.0.1", 0))  # listens, never accepts: the request gets no answer
+    try:
+        servers = {
+            name: {"url": f"http://127.0.0.1:{fleet.ports[name]}", "key": KEYS[name]}
+            for name in ("alpha", "beta")
+        }
+        servers["down"] = {"url": f"http://127.0.0.1:{down}", "key": "k"}
+        servers["hung"] = {"url": f"http://127.0.0.1:{hung.getsockname()[1]}", "key": "k"}
+        servers["wrongkey"] = {"url": f"http://127.0.0.1:{fleet.ports['gamma']}", "key": "not-gammas-key"}
+        fleet_file = write_fleet(tmp_path, servers)
+        code, out, err = fleet.run(
+            "-o", "dvadm_http_timeout=2", "-f", "tab", "who", "-S", "all", fleet_file=fleet_file
+        )
+    finally:
+        hung.close()
+    assert code == 75
+    assert out == expected_union(fleet, ["alpha", "beta"], "who")
+    lines = err.splitlines()
+    assert len(lines) == 3, err
+    assert lines[0].startswith(f"Error: down: cannot connect to http://127.0.0.1:{down}: Connection refused")
+    assert lines[1].startswith("Error: hung: no answer from") and "within 2 s" in lines[1]
+    assert "wrong credentials are a likely cause" in lines[1]
+    # 2.3.19 answers 401, unless the request says "Connection: close": then never. dvadm never says it.
+    assert lines[2] == "Error: wrongkey: authentication failed (HTTP 401): check the API key or password"
+    assert "not-gammas-key" not in out + err
+
+
+def test_secrets_never_appear_even_with_debug(fleet: Fleet, logged_in: object) -> None:
+    code, out, err = fleet.run("-D", "-f", "json", "who", "-S", "all", "-1")
+    assert code == 0, err
+    assert "Debug: http alpha> POST" in err
+    text = out + err
+    for key in KEYS.values():
+        assert key not in text
+        import base64
+
+        assert base64.b64encode(key.encode()).decode() not in text
+
+
+def test_a_and_s_together_is_a_usage_error(fleet: Fleet) -> None:
+    code, out, err = fleet.run("who", "-S", "alpha", "-a", str(fleet.servers["alpha"].anvil_path))
+    assert (code, out) == (64, "")
+    assert err == "Error: -a (a local anvil socket) and -S (remote servers) cannot be used together\n"
+
+
+def test_unknown_target_is_a_usage_error(fleet: Fleet) -> None:
+    code, out, err = fleet.run("who", "-S", "nosuch")
+    assert (code, out) == (64, "")
+    assert err == f"Error: -S nosuch: no such server or group in {fleet.file}\n"
