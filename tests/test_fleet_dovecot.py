@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,6 +101,15 @@ def logged_in(fleet: Fleet) -> Iterator[dict[str, object]]:
     finally:
         for group in groups.values():
             group.close()
+        wait_no_sessions(fleet)
+
+
+def wait_no_sessions(fleet: Fleet, timeout: float = 10.0) -> None:
+    """Closed sessions leave anvil a moment later: the next test must start from none (bounded)."""
+    deadline = time.monotonic() + timeout
+    for instance in fleet.servers.values():
+        while instance.running and instance.connect_dump() and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 def expected_union(fleet: Fleet, names: list[str], *args: str) -> str:
