@@ -7,7 +7,9 @@ the test harness at start-up.
 Stable names (semantic versioning applies to them):
 
 - commands: :class:`DvadmCommand` (base class), :class:`CommandArgumentParser`,
-  :func:`add_socket_path_argument` (the ``-a anvil_socket_path`` option)
+  :func:`add_socket_path_argument` (the ``-a anvil_socket_path`` option); the built-in
+  :class:`Who` and :class:`Kick`, to subclass for a command that is one of them under
+  another name (as ``proxy list``/``proxy kick`` are on Dovecot 2.4)
 - errors: :class:`DoveadmError`, :class:`UsageError`, :class:`TempFailError`,
   :class:`NotFoundError`, and the exit codes ``EX_OK``, ``EX_USAGE``, ``EX_NOTFOUND``,
   ``EX_SOFTWARE``, ``EX_TEMPFAIL``
@@ -17,6 +19,8 @@ Stable names (semantic versioning applies to them):
   :func:`parse_netmask`, :func:`canonical_ip`, :func:`wildcard_match_icase`
 - anvil: :class:`AnvilClient`, :class:`AnvilError`, :class:`AnvilProtocolError`,
   :class:`KickRequest`, :class:`SessionV1`, :class:`SessionV2`, :class:`PenaltyRecord`
+- Dovecot's tab escaping, for transports of one's own: :func:`split_tabescaped`,
+  :func:`join_tabescaped` (bytes, as on the wire)
 - testing: :class:`AnvilSimulator`, :class:`SimSession`, :func:`run_dvadm`
 """
 
@@ -28,6 +32,8 @@ from typing import Any
 _WHERE = {
     "DvadmCommand": "doveadm_py.command",
     "CommandArgumentParser": "doveadm_py.command",
+    "Who": "doveadm_py.commands.who",
+    "Kick": "doveadm_py.commands.kick",
     "DoveadmError": "doveadm_py.errors",
     "UsageError": "doveadm_py.errors",
     "TempFailError": "doveadm_py.errors",
@@ -56,6 +62,8 @@ _WHERE = {
     "SessionV1": "doveadm_py.anvil",
     "SessionV2": "doveadm_py.anvil",
     "PenaltyRecord": "doveadm_py.anvil",
+    "split_tabescaped": "doveadm_py.anvil.escape",
+    "join_tabescaped": "doveadm_py.anvil.escape",
     "AnvilSimulator": "doveadm_py.anvil.simulator",
     "SimSession": "doveadm_py.anvil.simulator",
     "run_dvadm": "doveadm_py.testing.cli",

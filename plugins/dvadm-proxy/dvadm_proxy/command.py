@@ -1,0 +1,181 @@
+"""``dvadm proxy list`` and ``dvadm proxy kick``: the login proxies' sessions, on Dovecot 2.3 and 2.4.
+
+Dovecot 2.4's doveadm registers ``proxy list`` and ``proxy kick`` as ``who`` and ``kick`` under
+another name, so on 2.4 these commands *are* dvadm's :class:`~doveadm_py.api.Who` and
+:class:`~doveadm_py.api.Kick` (subclassed, not copied). Dovecot 2.3's doveadm asks every login
+process through the ``ipc`` socket instead (:mod:`dvadm_proxy.ipc`, :mod:`dvadm_proxy.v23`).
+
+Which one a server is: ``-a PATH`` is connected to and listened to briefly (a 2.4 anvil greets
+at once, a 2.3 ipc socket never speaks first; a late greeting in place of the first reply
+line also counts). Without ``-a``, ``<base_dir>/ipc`` exists only on 2.3; when it cannot be
+connected to, ``<base_dir>/anvil`` is asked and a 2.4 greeting means 2.4. Options that only
+one generation has are checked once the generation is known, before anything is sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from doveadm_py.api import AnvilClient, AnvilError, Kick, TempFailError, UsageError, Who
+
+IPC_TIMEOUT = "dvadm_ipc_timeout"  # connecting and each reply line (doveadm waits forever)
+IPC_DEADLINE = "dvadm_ipc_deadline"  # the whole reply
+KICK_TIMEOUT = "dvadm_kick_timeout"  # dvadm's own key: each kick reply
+GREETING_GRACE = 0.002  # as dvadm's anvil client: a 2.4 anvil greets within microseconds
+
+
+class ProxyCommand:
+    """What both proxy commands share: finding out which generation the server is."""
+
+    _probed: AnvilClient | None = None
+
+    def anvil(self, socket_path: str | None = None, **kwargs: Any) -> AnvilClient:
+        # The who/kick code asks for its anvil client; hand it the one that proved 2.4.
+        client, self._probed = self._probed, None
+        if client is not None:
+            return client
+        return super().anvil(socket_path, **kwargs)  # type: ignore[misc]
+
+    def ipc_settings(self) -> dict[str, float]:
+        settings = self.settings  # type: ignore[attr-defined]
+        timeout = settings.seconds(IPC_TIMEOUT, 10.0)
+        return {
+            "timeout": timeout,
+            "connect_timeout": min(timeout, 5.0),
+            "deadline": settings.seconds(IPC_DEADLINE, 120.0),
+        }
+
+    def debug_sink(self) -> Any:
+        if not self.options.debug:  # type: ignore[attr-defined]
+            return None
+        stderr = self.app.stderr  # type: ignore[attr-defined]
+        return lambda line: stderr.write(f"Debug: {line}\n")
+
+    def open_ipc(self, socket_path: str | None, what: str) -> Any:
+        """An ipc connection (Dovecot 2.3), or None after setting up the 2.4 anvil client."""
+        from .ipc import IpcConnection, IpcError, connect
+
+        settings = self.ipc_settings()
+        debug = self.debug_sink()
+        if socket_path is not None and "/" not in socket_path:
+            # A value without '/' is host:port to 2.4's who/kick; a 2.3 ipc socket is UNIX only.
+            self._use_anvil(socket_path, greeting_grace=settings["connect_timeout"])
+            return None
+        path = socket_path or f"{self.settings.base_dir.rstrip('/')}/ipc"  # type: ignore[attr-defined]
+        try:
+            sock = connect(path, settings["connect_timeout"])
+        except IpcError as err:
+            if socket_path is None and self._anvil_speaks_v2():
+                return None
+            raise IpcError(f"{what} failed: {err.message}") from None
+        conn = IpcConnection(path, sock=sock, debug=debug, **settings)
+        if socket_path is not None and conn.greeted(GREETING_GRACE):
+            conn.close()
+            self._use_anvil(path, greeting_grace=settings["connect_timeout"])
+            return None
+        return conn
+
+    def _anvil_speaks_v2(self) -> bool:
+        """No ipc socket: is ``<base_dir>/anvil`` a 2.4 anvil? (Then it is kept for who/kick.)"""
+        try:
+            client = super().anvil(None)  # type: ignore[misc]
+            protocol = client.protocol
+        except AnvilError:
+            return False
+        if protocol != 2:
+            client.close()
+            return False
+        self._probed = client
+        return True
+
+    def _use_anvil(self, path: str, greeting_grace: float) -> None:
+        """The server is 2.4 (or must be, for a TCP address): a client that waits for its greeting."""
+        client = super().anvil(path, greeting_grace=greeting_grace)  # type: ignore[misc]
+        try:
+            protocol = client.protocol
+        except BaseException:
+            client.close()
+            raise
+        if protocol != 2:
+            client.close()
+            raise UsageError(
+                f"{path} is no Dovecot 2.4 anvil; on Dovecot 2.3 proxy commands need the ipc UNIX socket "
+                "(-a <base_dir>/ipc)"
+            )
+        self._probed = client
+
+    def late_greeting(self, socket_path: str | None) -> None:
+        """The first reply line was a 2.4 greeting: switch to anvil on a fresh connection."""
+        settings = self.ipc_settings()
+        path = socket_path or f"{self.settings.base_dir.rstrip('/')}/ipc"  # type: ignore[attr-defined]
+        self._use_anvil(path, greeting_grace=settings["connect_timeout"])
+
+
+class ProxyList(ProxyCommand, Who):
+    """List the sessions of the login proxies (2.3: ipc LIST-FULL; 2.4: who)."""
+
+    usage = (
+        "[-a <ipc (2.3) or anvil (2.4) socket path>] [-1] [-f <passdb field>] [<user mask> ...] [<ip/bits>]"
+    )
+
+    def take_action(self, parsed_args: argparse.Namespace) -> int:
+        from .ipc import AnvilGreeting
+
+        conn = self.open_ipc(parsed_args.socket_path, "LIST-FULL")
+        if conn is None:
+            return super().take_action(parsed_args)
+        with conn:
+            given = [opt for opt, on in (("-1", parsed_args.separate_connections),) if on]
+            if parsed_args.passdb_field is not None:
+                given.append("-f")
+            if parsed_args.masks:
+                given.append("masks")
+            if given:
+                raise UsageError(
+                    f"proxy list on Dovecot 2.3 takes only -a <ipc socket path>: {', '.join(given)} "
+                    "need Dovecot 2.4"
+                )
+            from .v23 import list_v23
+
+            try:
+                return list_v23(self, conn)
+            except AnvilGreeting:
+                pass
+        self.late_greeting(parsed_args.socket_path)
+        return super().take_action(parsed_args)
+
+
+class ProxyKick(ProxyCommand, Kick):
+    """Disconnect proxied sessions by user, alt username or destination (2.3: ipc KICK; 2.4: kick)."""
+
+    usage = (
+        "[-a <ipc (2.3) or anvil (2.4) socket path>] [-f <passdb field>] [-h <dest host>] "
+        "[<user (mask)> ...] (2.3: -h <host> [<host> ...])"
+    )
+
+    def take_action(self, parsed_args: argparse.Namespace) -> int:
+        from .ipc import AnvilGreeting
+        from .v23 import check_kick_v23, kick_v23
+
+        if not parsed_args.masks and parsed_args.dest_host is None:
+            if parsed_args.passdb_field is not None:
+                raise UsageError("Username must be given with passdb-field parameter")
+            raise UsageError("user or -h <host> must be specified.")
+        conn = self.open_ipc(parsed_args.socket_path, "KICK")
+        if conn is None:
+            return self._kick_v24(parsed_args)
+        with conn:
+            command = check_kick_v23(parsed_args)
+            try:
+                return kick_v23(self, conn, command)
+            except AnvilGreeting:
+                pass
+        self.late_greeting(parsed_args.socket_path)
+        return self._kick_v24(parsed_args)
+
+    def _kick_v24(self, parsed_args: argparse.Namespace) -> int:
+        client = self._probed
+        if client is None or client.protocol != 2:  # never the 2.3 signalling path from proxy kick
+            raise TempFailError("proxy kick: the server's generation could not be settled; nothing kicked")
+        return super().take_action(parsed_args)
