@@ -15,14 +15,19 @@ one generation has are checked once the generation is known, before anything is 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from doveadm_py.api import AnvilClient, AnvilError, Kick, TempFailError, UsageError, Who
 
+from .ipc import ANVIL_GREETING
+
+T = TypeVar("T")
+LATE_GREETING = 0.5  # how long a silent -a socket may still turn out to be a busy 2.4 anvil
 IPC_TIMEOUT = "dvadm_ipc_timeout"  # connecting and each reply line (doveadm waits forever)
 IPC_DEADLINE = "dvadm_ipc_deadline"  # the whole reply
 KICK_TIMEOUT = "dvadm_kick_timeout"  # dvadm's own key: each kick reply
-GREETING_GRACE = 0.002  # as dvadm's anvil client: a 2.4 anvil greets within microseconds
+GREETING_GRACE = 0.02  # for -a only: a 2.4 anvil greets at once (a late greeting is caught later too)
 
 
 class ProxyCommand:
@@ -76,6 +81,23 @@ class ProxyCommand:
             return None
         return conn
 
+    def check_v23(self, conn: Any, socket_path: str | None, check: Callable[[], T]) -> T | None:
+        """``check()`` the command line for 2.3; None if, rather than being wrong, it is for 2.4.
+
+        A silent ``-a`` socket is only provisionally a 2.3 ipc socket: before refusing what
+        only 2.4 accepts, listen longer for a late 2.4 greeting (then switch; nothing was sent).
+        """
+        try:
+            return check()
+        except UsageError:
+            if socket_path is None or not conn.greeted(LATE_GREETING):
+                raise
+            if not conn.buf.startswith(ANVIL_GREETING):
+                raise
+        conn.close()
+        self.late_greeting(socket_path)
+        return None
+
     def _anvil_speaks_v2(self) -> bool:
         """No ipc socket: is ``<base_dir>/anvil`` a 2.4 anvil? (Then it is kept for who/kick.)"""
         try:
@@ -125,19 +147,11 @@ class ProxyList(ProxyCommand, Who):
         conn = self.open_ipc(parsed_args.socket_path, "LIST-FULL")
         if conn is None:
             return super().take_action(parsed_args)
-        with conn:
-            given = [opt for opt, on in (("-1", parsed_args.separate_connections),) if on]
-            if parsed_args.passdb_field is not None:
-                given.append("-f")
-            if parsed_args.masks:
-                given.append("masks")
-            if given:
-                raise UsageError(
-                    f"proxy list on Dovecot 2.3 takes only -a <ipc socket path>: {', '.join(given)} "
-                    "need Dovecot 2.4"
-                )
-            from .v23 import list_v23
+        from .v23 import check_list_v23, list_v23
 
+        with conn:
+            if self.check_v23(conn, parsed_args.socket_path, lambda: check_list_v23(parsed_args)) is None:
+                return super().take_action(parsed_args)
             try:
                 return list_v23(self, conn)
             except AnvilGreeting:
@@ -166,7 +180,9 @@ class ProxyKick(ProxyCommand, Kick):
         if conn is None:
             return self._kick_v24(parsed_args)
         with conn:
-            command = check_kick_v23(parsed_args)
+            command = self.check_v23(conn, parsed_args.socket_path, lambda: check_kick_v23(parsed_args))
+            if command is None:
+                return self._kick_v24(parsed_args)
             try:
                 return kick_v23(self, conn, command)
             except AnvilGreeting:

@@ -60,6 +60,20 @@ def cells_to_rows(lines: Iterable[bytes], width: int) -> Iterator[tuple[str, ...
         yield tuple(pending + [""] * (width - len(pending)))
 
 
+def check_list_v23(args: argparse.Namespace) -> bool:
+    """doveadm 2.3's ``proxy list`` has only ``-a``; the rest is 2.4's ``who``."""
+    given = ["-1"] if args.separate_connections else []
+    if args.passdb_field is not None:
+        given.append("-f")
+    if args.masks:
+        given.append("masks")
+    if given:
+        raise UsageError(
+            f"proxy list on Dovecot 2.3 takes only -a <ipc socket path>: {', '.join(given)} need Dovecot 2.4"
+        )
+    return True
+
+
 def list_v23(cmd: Any, conn: IpcConnection) -> int:
     """``proxy list``: LIST-FULL to every login process, printed as doveadm 2.3 prints it.
 
