@@ -218,3 +218,89 @@ def test_unknown_target_is_a_usage_error(fleet: Fleet) -> None:
     code, out, err = fleet.run("who", "-S", "nosuch")
     assert (code, out) == (64, "")
     assert err == f"Error: -S nosuch: no such server or group in {fleet.file}\n"
+
+
+def disconnected(groups: dict, expected: dict[str, set[tuple[str, str]]]) -> dict[str, set[tuple[str, str]]]:
+    """Wait (bounded) for the expected disconnects; every session's (user, ip) that did disconnect."""
+    return {
+        name: group.wait_for_disconnects(expected.get(name, set()), timeout=10)
+        for name, group in groups.items()
+    }
+
+
+def test_fleet_kick_disconnects_exactly_the_matching_sessions(fleet: Fleet, logged_in: dict) -> None:
+    code, out, err = fleet.run("kick", "-S", "all", "foo", "127.0.0.0/24")
+    assert (code, err) == (0, "")
+    assert out.split() == [
+        "server",
+        "connections",
+        "users",
+        "alpha",
+        "2",
+        "foo",
+        "beta",
+        "0",
+        "gamma",
+        "0",
+        "total",
+        "2",
+    ]
+    expected = {"alpha": {("foo", "127.0.0.5"), ("foo", "127.0.0.6")}, "beta": set(), "gamma": set()}
+    assert disconnected(logged_in, expected) == expected
+    kicked = [s for s in logged_in["alpha"] if s.user == "foo"]
+    assert all(s.received.endswith(b"* BYE Server shutting down.\r\n") for s in kicked)
+
+
+def test_fleet_kick_by_wildcard_on_a_group(fleet: Fleet, logged_in: dict) -> None:
+    code, out, err = fleet.run("-f", "tab", "kick", "-S", "backends", "ja*")
+    assert (code, err) == (0, "")
+    assert out == "server\tconnections\tusers\nalpha\t1\tjane\nbeta\t1\tjames\ntotal\t2\t\n"
+    expected = {"alpha": {("jane", "127.0.0.1")}, "beta": {("james", "127.0.0.3")}, "gamma": set()}
+    assert disconnected(logged_in, expected) == expected
+
+
+def test_fleet_kick_dry_run_kicks_nothing(fleet: Fleet, logged_in: dict) -> None:
+    code, out, err = fleet.run("-f", "tab", "kick", "-S", "all", "--dry-run", "j*")
+    assert (code, err) == (0, "")
+    assert out == expected_union(fleet, list(KEYS), "who", "-1", "j*")
+    code, out, err = fleet.run("-f", "tab", "kick", "-S", "all", "nobody")
+    assert (code, err) == (68, "")
+    assert out == "server\tconnections\tusers\nalpha\t0\t\nbeta\t0\t\ngamma\t0\t\ntotal\t0\t\n"
+    assert disconnected(logged_in, {}) == {name: set() for name in KEYS}
+
+
+SHARED = "service imap {\n  client_limit = 10\n  process_limit = 1\n  service_count = 0\n}\n"
+
+
+def test_fleet_kick_refuses_a_process_shared_with_other_users(
+    tmp_path: Path, dovecot_factory: object
+) -> None:
+    port = free_port()
+    shared = dovecot_factory(extra_conf=http_api_conf(port, "shared-key") + SHARED)  # type: ignore[operator]
+    fleet_file = write_fleet(tmp_path, {"shared": {"url": f"http://127.0.0.1:{port}", "key": "shared-key"}})
+    env = dict(os.environ, DVADM_FLEET=str(fleet_file))
+    with open_sessions(shared, [("jane", "127.0.0.1"), ("foo", "127.0.0.5")]) as group:
+        assert len({e.pid for e in shared.connect_dump()}) == 1  # both in one imap process
+        proc = cli.run_dvadm("kick", "-S", "shared", "jane", env=env, timeout=60)
+        assert proc.returncode == 68  # nothing kicked anywhere
+        assert proc.stderr.decode() == (
+            "Warning: shared: nothing kicked: other connections would also be kicked from following users: "
+            "foo; use the '--force' option to enforce it\n"
+        )
+        assert proc.stdout.decode().split() == ["server", "connections", "users", "shared", "0", "total", "0"]
+        assert group.wait_for_disconnects(set(), timeout=1) == set()
+        proc = cli.run_dvadm("kick", "-S", "shared", "--force", "jane", env=env, timeout=60)
+        assert (proc.returncode, proc.stderr) == (0, b"")
+        assert proc.stdout.decode().split() == [
+            "server",
+            "connections",
+            "users",
+            "shared",
+            "2",
+            "foo",
+            "jane",
+            "total",
+            "2",
+        ]
+        both = {("jane", "127.0.0.1"), ("foo", "127.0.0.5")}
+        assert group.wait_for_disconnects(both, timeout=10) == both

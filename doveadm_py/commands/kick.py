@@ -24,8 +24,8 @@ class Kick(DvadmCommand):
     """Disconnect users by user name and/or IP address (or proxy destination)."""
 
     usage = (
-        "[-a <anvil socket path>] [-f <passdb field>] [-h <dest host>] [--force] [--dry-run] "
-        "<user mask>[|]<ip/bits> [<user mask> ...]"
+        "[-a <anvil socket path> | -S <server> ...] [-f <passdb field>] [-h <dest host>] [--force] "
+        "[--dry-run] <user mask>[|]<ip/bits> [<user mask> ...]"
     )
     default_formatter = "formatted"
     changes_state = True
@@ -44,6 +44,11 @@ class Kick(DvadmCommand):
 
     def take_action(self, parsed_args: argparse.Namespace) -> int:
         filter_, dest_host = validate(parsed_args)
+        servers = self.remote_servers(parsed_args)
+        if servers is not None:
+            from ..transport.kick import fleet_kick
+
+            return fleet_kick(self, servers, filter_, dest_host, parsed_args)
         with self.anvil(parsed_args.socket_path) as client:
             # A greeting proves 2.4. Silence is only provisionally 2.3: the (read-only) dump
             # settles it before anything irreversible, so a 2.4 anvil that greets late can
