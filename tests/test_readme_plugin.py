@@ -25,7 +25,7 @@ def code_blocks(language: str) -> list[str]:
 def usercount_installed(tmp_path):
     """pip install the example exactly as written in the guide; uninstall afterwards."""
     (setup_cfg,) = code_blocks("ini")
-    module, _test = code_blocks("python")
+    module, _test, *_harness = code_blocks("python")
     (tmp_path / "setup.cfg").write_text(setup_cfg)
     (tmp_path / "dvadm_usercount.py").write_text(module)
     (tmp_path / "pyproject.toml").write_text(
@@ -46,7 +46,7 @@ def usercount_installed(tmp_path):
 def test_readme_plugin_example_works_as_documented(usercount_installed):
     listing = run_dvadm("help").stdout.decode()
     assert re.search(r"user count\s+Count the distinct users .*\[from dvadm-usercount\]", listing)
-    _module, test_code = code_blocks("python")
+    _module, test_code, *_harness = code_blocks("python")
     namespace: dict[str, object] = {}
     exec(compile(test_code, "docs/plugins.rst", "exec"), namespace)
     namespace["test_user_count_both_generations"]()

@@ -1,4 +1,4 @@
-"""``dvadm who`` against the real ``doveadm who`` (Dovecot 2.3), on one server with fixed sessions.
+"""``dvadm who`` against the real ``doveadm who`` of Dovecot 2.3, 2.4.1 and 2.4.5, with fixed sessions.
 
 Every scenario runs both tools on the same anvil state and compares exit code, stderr, titles and rows.
 Row order is hash order upstream, so rows are compared as multisets. Byte-exactness is required for tab,
@@ -8,7 +8,13 @@ separate test checks that ``TableFormatter(buffer_rows=1)``, given doveadm's row
 reproduces doveadm's table exactly. doveadm 2.3's aggregated JSON is invalid (reference section 5): its
 objects are picked out one by one, while dvadm's output must parse as a JSON array.
 
-Scenarios run concurrently in one module fixture: each process start costs about 0.1 s.
+Scenarios run concurrently in one module fixture per server: each process start costs about 0.1 s.
+Each server also holds a session logged in through its in-instance IMAP proxy: on 2.4 that is two
+sessions (``imap-login`` with a ``dest_ip``, and the backend's ``imap``), on 2.3 one.
+On a chroot server the reference doveadm runs inside the chroot, so paths in its arguments and messages
+are the chroot's: dvadm's messages are compared with the chroot root taken out of their paths.
+doveadm 2.4.1 prints empty table cells as blanks where later 2.4 print ``-`` (dvadm does as they do, see
+README): for 2.4.1 only, the blank cells of its tables are filled with ``-`` before comparing.
 """
 
 from __future__ import annotations
@@ -28,20 +34,26 @@ from pathlib import Path
 import pytest
 
 from doveadm_py.output.table import TableFormatter
-from doveadm_py.sessionview import AGGREGATED_V1
+from doveadm_py.sessionview import AGGREGATED_V1, AGGREGATED_V2
 from doveadm_py.testing import (
     DEFAULT_PASSWORD,
+    DEFAULT_USER_FIELDS,
     DEFAULT_USERS,
     REFERENCE_SESSIONS,
     DovecotInstance,
     open_sessions,
 )
 from doveadm_py.testing.cli import run_dvadm
-from doveadm_py.testing.fixtures import require_dovecot
+from doveadm_py.testing.fixtures import dovecot_servers
+from doveadm_py.testing.servers import DovecotServer
 
-pytestmark = pytest.mark.dovecot
+pytestmark = [pytest.mark.dovecot, dovecot_servers()]
 
-USERS = {**DEFAULT_USERS, "12345": DEFAULT_PASSWORD}
+PROXIED = ("proxied", "127.0.3.7")  # logs in through the instance's IMAP proxy
+USERS = {**DEFAULT_USERS, "12345": DEFAULT_PASSWORD, PROXIED[0]: DEFAULT_PASSWORD}
+# Every user has a user_alias: doveadm 2.4.1 and 2.4.5 crash (SIGSEGV) on `who -1 -f user_alias MASK` when a
+# session has no value for the field (dvadm's handling of that is tested on its own below).
+USER_FIELDS = {**DEFAULT_USER_FIELDS, "12345": {"user_alias": "digits"}, PROXIED[0]: {"user_alias": "px"}}
 SPECS = [
     *REFERENCE_SESSIONS,
     ("12345", "127.0.2.8"),  # a digits-only username, outside 127.0.0.0/24
@@ -57,13 +69,16 @@ class Scenario:
     """``args`` follow ``-c <config>``; ``{anvil}``, ``{base_dir}`` and ``{stale}`` are filled in at run time.
 
     ``users``: the usernames of the expected rows (repeated per session for ``-1``), so a scenario where
-    both tools print nothing cannot pass by accident.
+    both tools print nothing cannot pass by accident; ``proxied``: the proxied session's rows are expected
+    too (see :func:`expected_users`). ``generations``: the anvil protocols the scenario applies to.
     """
 
     id: str
     args: tuple[str, ...]
     users: tuple[str, ...] = ()
     exit: int = 0
+    proxied: bool = False
+    generations: tuple[int, ...] = (1, 2)
 
     @property
     def formatter(self) -> str:
@@ -79,9 +94,19 @@ class Scenario:
         return "-1" in self.args[self.args.index("who") :]
 
 
-def sc(id_: str, *args: str, users: tuple[str, ...] = (), exit: int = 0) -> Scenario:
-    return Scenario(id_, args, users, exit)
+def sc(
+    id_: str, *args: str, users: tuple[str, ...] = (), exit: int = 0, generations: tuple[int, ...] = (1, 2)
+) -> Scenario:
+    return Scenario(id_, args, users, exit, users in (ALL, ALL_SESSIONS), generations)
 
+
+def expected_users(s: Scenario, generation: int) -> Counter[str]:
+    """Usernames of the rows doveadm must print: 2.4 shows the proxied login as imap-login and as imap."""
+    extra = [PROXIED[0]] * (generation if s.proxied else 0)
+    return Counter(s.users) + Counter(extra)
+
+
+V2 = (2,)
 
 SCENARIOS = [
     sc("all", "who", users=ALL),
@@ -133,8 +158,37 @@ SCENARIOS = [
     sc("missing-socket", "who", "-a", "/nonexistent/anvil", exit=75),
     sc("refused-socket", "who", "-1", "-a", "{stale}", exit=75),
     sc("missing-base-dir", "-o", "base_dir=/nonexistent", "who", exit=75),
+    # 2.4 only: alternative usernames (user_alias; james and bar@example.org share "something").
+    sc(
+        "alt-field-1",
+        "who",
+        "-1",
+        "-f",
+        "user_alias",
+        "something",
+        users=("james", "bar@example.org"),
+        generations=V2,
+    ),
+    sc(
+        "alt-field-1-tab",
+        "-f",
+        "tab",
+        "who",
+        "-1",
+        "-f",
+        "user_alias",
+        "jane-alias",
+        users=("jane",),
+        generations=V2,
+    ),
+    sc("alt-field-aggregated-compares-username", "who", "-f", "user_alias", "something", generations=V2),
+    sc("alt-field-without-mask-ignored", "who", "-1", "-f", "user_alias", users=ALL_SESSIONS, generations=V2),
+    sc("alt-field-unknown", "who", "-1", "-f", "nosuchfield", "x", generations=V2),
+    sc("service-login-1", "who", "-1", "127.0.3.7", users=(PROXIED[0],) * 2, generations=V2),
 ]
 OK_SCENARIOS = [s for s in SCENARIOS if s.exit == 0]
+#: doveadm versions that print an empty table cell as blanks instead of ``-`` (README: dvadm prints ``-``).
+BLANK_CELL_VERSIONS = ("2.4.1",)
 
 
 @dataclass
@@ -143,31 +197,59 @@ class Runs:
     doveadm: dict[str, subprocess.CompletedProcess[bytes]]
     dvadm: dict[str, subprocess.CompletedProcess[bytes]]
 
+    @property
+    def generation(self) -> int:
+        return self.server.server.generation
+
+    @property
+    def blank_cells(self) -> bool:
+        """True if this server's doveadm leaves empty table cells blank (2.4.1)."""
+        return (self.server.server.version() or "").startswith(BLANK_CELL_VERSIONS)
+
+    def applies(self, s: Scenario) -> bool:
+        if self.generation not in s.generations:
+            pytest.skip(f"{s.id} is for anvil protocol {s.generations}, not {self.generation}")
+        return True
+
+    def ours_stderr(self, s: Scenario) -> bytes:
+        """dvadm's stderr with host paths into the chroot written as the chroot sees them (doveadm's view)."""
+        root = self.server.server.root
+        stderr = self.dvadm[s.id].stderr
+        return stderr if root is None else stderr.replace(f"{root}/".encode(), b"/")
+
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[DovecotInstance]:
-    require_dovecot()
-    with DovecotInstance(USERS) as instance, open_sessions(instance, SPECS):
+def server(dovecot_server: DovecotServer) -> Iterator[DovecotInstance]:
+    with (
+        DovecotInstance(USERS, server=dovecot_server, user_fields=USER_FIELDS, proxy=True) as instance,
+        open_sessions(instance, SPECS),
+        open_sessions(instance, [PROXIED], port=instance.proxy_port),
+    ):
         yield instance
 
 
 @pytest.fixture(scope="module")
-def runs(server: DovecotInstance, tmp_path_factory: pytest.TempPathFactory) -> Runs:
+def runs(server: DovecotInstance) -> Runs:
     """Every scenario through both tools, concurrently, on a dump that must not change meanwhile."""
-    stale = tmp_path_factory.mktemp("stale") / "anvil"
+    stale = server.base_dir.parent / "stale-anvil"  # in the work dir: a chroot's doveadm must reach it too
     with socket.socket(socket.AF_UNIX) as sock:  # a socket file nobody listens on: ECONNREFUSED
         sock.bind(str(stale))
-    fill = {"anvil": str(server.anvil_path), "base_dir": str(server.base_dir), "stale": str(stale)}
-    conf = str(server.config_path)
-
-    def args(s: Scenario) -> list[str]:
-        return [a.format(**fill) for a in s.args]
+    paths = {"anvil": server.anvil_path, "base_dir": server.base_dir, "stale": stale}
+    theirs = {key: server.inner(path) for key, path in paths.items()}
+    mine = {key: str(path) for key, path in paths.items()}
+    scenarios = [s for s in SCENARIOS if server.server.generation in s.generations]
 
     before = Counter(server.connect_dump())
-    assert sum(e.refcount for e in before.elements()) == len(SPECS)
+    sessions = len(SPECS) + server.server.generation  # the proxied login counts twice on 2.4
+    assert sum(e.refcount for e in before.elements()) == sessions
     with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
-        real = {s.id: pool.submit(server.doveadm, *args(s)) for s in SCENARIOS}
-        ours = {s.id: pool.submit(run_dvadm, "-c", conf, *args(s), timeout=30) for s in SCENARIOS}
+        real = {s.id: pool.submit(server.doveadm, *[a.format(**theirs) for a in s.args]) for s in scenarios}
+        ours = {
+            s.id: pool.submit(
+                run_dvadm, *server.dvadm_args(), *[a.format(**mine) for a in s.args], timeout=30
+            )
+            for s in scenarios
+        }
         result = Runs(
             server, {k: f.result() for k, f in real.items()}, {k: f.result() for k, f in ours.items()}
         )
@@ -220,23 +302,58 @@ def usernames(s: Scenario, data: bytes) -> list[str]:
     return [row.split(sep)[0].decode() for row in rows]
 
 
+def fill_blank_cells(table: bytes) -> bytes:
+    """doveadm 2.4.1's table with each blank cell given the ``-`` later versions print.
+
+    A column starts where some line has a character after a position that is a space on every line (each
+    column here has a value somewhere: the proxied login's ``dest_ip``, everyone's ``user_alias``).
+    """
+    rows = [line.decode() for line in lines(table)]
+    if not rows:
+        return table
+    width = max(len(row) for row in rows)
+    padded = [row.ljust(width) for row in rows]
+    starts = [
+        col
+        for col in range(width)
+        if (col == 0 or all(row[col - 1] == " " for row in padded)) and any(row[col] != " " for row in padded)
+    ]
+    filled = []
+    for row, full in zip(rows, padded, strict=True):
+        cells = list(full)
+        for start, end in zip(starts, [*starts[1:], width + 1], strict=True):
+            if full[start : end - 1].strip() == "":
+                cells[start] = "-"
+        text = "".join(cells)
+        filled.append(text[: len(row)] if text[len(row) :].strip() == "" else text.rstrip())
+    return "".join(f"{row}\n" for row in filled).encode()
+
+
 # -- the differential tests --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("s", SCENARIOS, ids=lambda s: s.id)
-def test_exit_code_and_stderr_match(runs: Runs, s: Scenario) -> None:
+def test_exit_code_and_stderr_match(runs: Runs, s: Scenario, request: pytest.FixtureRequest) -> None:
+    runs.applies(s)
     real, ours = runs.doveadm[s.id], runs.dvadm[s.id]
+    if runs.generation == 2 and s.id.startswith("two-networks"):
+        # Known dvadm bug, reported: 2.4's doveadm says "Error: cmd who: Multiple network masks not
+        # supported"; dvadm parses the masks before it knows the server's generation and says 2.3's words.
+        request.applymarker(pytest.mark.xfail(reason="dvadm prints 2.3's usage message on 2.4", strict=True))
     assert real.returncode == s.exit, real.stderr
     assert ours.returncode == real.returncode, ours.stderr
-    assert ours.stderr == real.stderr
+    assert runs.ours_stderr(s) == real.stderr
     if s.exit:
         assert ours.stdout == b""
 
 
 @pytest.mark.parametrize("s", OK_SCENARIOS, ids=lambda s: s.id)
 def test_rows_match(runs: Runs, s: Scenario) -> None:
+    runs.applies(s)
     real, ours = runs.doveadm[s.id].stdout, runs.dvadm[s.id].stdout
-    assert Counter(usernames(s, real)) == Counter(s.users), real
+    assert Counter(usernames(s, real)) == expected_users(s, runs.generation), real
+    if runs.blank_cells and s.formatter == "table" and s.separate:
+        real = fill_blank_cells(real)
     if s.formatter == "json":
         parsed = json.loads(ours)  # dvadm's JSON is always valid
         assert isinstance(parsed, list) and ours.startswith(b"[") and ours.endswith(b"]")
@@ -257,9 +374,13 @@ def test_rows_match(runs: Runs, s: Scenario) -> None:
     "s", [s for s in OK_SCENARIOS if s.formatter == "json" and len(s.users) > 1], ids=lambda s: s.id
 )
 def test_json_validity_as_the_reference_says(runs: Runs, s: Scenario) -> None:
-    """2.3 closes the array at its first flush: aggregated who is broken, who -1 is valid (section 5)."""
+    """2.3 closes the array at its first flush: aggregated who is broken, who -1 is valid (section 5).
+
+    2.4's JSON is valid either way.
+    """
+    runs.applies(s)
     real = runs.doveadm[s.id].stdout
-    if s.separate:
+    if s.separate or runs.generation == 2:
         assert as_multiset(json.loads(real)) == as_multiset(json_objects(real))
     else:
         assert real.startswith(b"[{") and b"}],{" in real and real.endswith(b"}")
@@ -285,7 +406,8 @@ def test_first_row_table_rule_reproduces_doveadm_bytes(runs: Runs, scenario_id: 
     rows = parse_aggregated_table(real)
     assert len(rows) > 1
     out = io.StringIO()
-    TableFormatter(out, generation=1, buffer_rows=1, width=80).write(AGGREGATED_V1, rows)
+    headers = AGGREGATED_V1 if runs.generation == 1 else AGGREGATED_V2
+    TableFormatter(out, generation=runs.generation, buffer_rows=1, width=80).write(headers, rows)
     assert out.getvalue().encode() == real
 
 

@@ -1,6 +1,8 @@
-"""Test support for dvadm and its plugins: a throwaway real Dovecot 2.3 and idle IMAP sessions.
+"""Test support for dvadm and its plugins: throwaway real Dovecot servers (2.3, 2.4) and idle IMAP sessions.
 
 - :mod:`doveadm_py.testing.dovecot`: :class:`DovecotInstance`, the reference server (and real doveadm).
+- :mod:`doveadm_py.testing.servers`: :class:`DovecotServer`, the servers an instance can run (host 2.3,
+  2.4 in Debian chroots), by name (:data:`ALL_SERVERS`).
 - :mod:`doveadm_py.testing.imap`: :class:`ImapSession`, :func:`open_sessions`, :func:`failed_login`.
 - :mod:`doveadm_py.testing.fixtures`: the pytest plugin (the only module that imports pytest).
 
@@ -11,12 +13,14 @@ from __future__ import annotations
 
 from doveadm_py.testing.dovecot import (
     DEFAULT_PASSWORD,
+    DEFAULT_USER_FIELDS,
     DEFAULT_USERS,
     REFERENCE_SESSIONS,
     DovecotError,
     DovecotInstance,
     DumpEntry,
     anvil_exchange,
+    anvil_exchange_v2,
     dovecot_binary,
     dovecot_version,
 )
@@ -29,22 +33,28 @@ from doveadm_py.testing.imap import (
     open_sessions,
     wait_registered,
 )
+from doveadm_py.testing.servers import ALL_SERVERS, DovecotServer, get_server
 
 __all__ = [
+    "ALL_SERVERS",
     "DEFAULT_PASSWORD",
     "DEFAULT_USERS",
+    "DEFAULT_USER_FIELDS",
     "REFERENCE_SESSIONS",
     "DovecotError",
     "DovecotInstance",
+    "DovecotServer",
     "DumpEntry",
     "ImapError",
     "ImapSession",
     "LoginError",
     "SessionGroup",
     "anvil_exchange",
+    "anvil_exchange_v2",
     "dovecot_binary",
     "dovecot_version",
     "failed_login",
+    "get_server",
     "open_sessions",
     "wait_registered",
 ]

@@ -1,8 +1,10 @@
-"""A throwaway real Dovecot 2.3 instance, the reference server for differential and end-to-end tests.
+"""A throwaway real Dovecot instance (2.3 on the host, 2.4 in a chroot), the reference server for tests.
 
 Everything lives in one private work dir (config, passwd-file, base_dir with the anvil socket, mail homes,
 logs), so an instance never touches the system's /run/dovecot or /var/lib/dovecot and several can run side by
-side. The master runs in the foreground (``dovecot -F``) as our own child: we know its pid, can wait for
+side. Which Dovecot runs is a :class:`~doveadm_py.testing.servers.DovecotServer` (see that module for the
+2.4 chroots); paths on an instance are host paths, :meth:`DovecotInstance.inner` gives the server's view.
+The master runs in the foreground (``dovecot -F``) as our own child: we know its pid, can wait for
 it and never leave a zombie behind, even under an init that does not reap orphans.
 """
 
@@ -11,7 +13,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -23,10 +24,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
 
+from doveadm_py.testing.servers import DovecotServer, get_server
+
 DEFAULT_PASSWORD = "secret"
 #: The users every default instance has (the set section 10 of the reference was observed with).
 DEFAULT_USERS: Mapping[str, str] = {
     name: DEFAULT_PASSWORD for name in ("jane", "jano", "james", "foo", "bar@example.org")
+}
+#: Alternative usernames (``user_*`` passdb/userdb fields, tracked by 2.4 anvil) of the default users:
+#: james and bar@example.org share one, as in the reference's 2.4 observations.
+DEFAULT_USER_FIELDS: Mapping[str, Mapping[str, str]] = {
+    "jane": {"user_alias": "jane-alias"},
+    "jano": {"user_alias": "jano-alias"},
+    "james": {"user_alias": "something"},
+    "foo": {"user_alias": "foo-alias"},
+    "bar@example.org": {"user_alias": "something"},
 }
 #: The sessions the reference's real-server observations used: (user, source IP); foo three times.
 REFERENCE_SESSIONS: tuple[tuple[str, str], ...] = (
@@ -42,6 +54,8 @@ REFERENCE_SESSIONS: tuple[tuple[str, str], ...] = (
 BINARY_ENV = "DVADM_DOVECOT"
 HOST = "127.0.0.1"
 ANVIL_HANDSHAKE = b"VERSION\tanvil\t1\t0\n"
+#: What a 2.4 (protocol 2) client sends first: its VERSION line and an empty line.
+ANVIL_HANDSHAKE_V2 = b"VERSION\tanvil-client\t2\t0\n\n"
 
 _SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 _PORT_ATTEMPTS = 5
@@ -53,7 +67,10 @@ class DovecotError(RuntimeError):
 
 
 class DumpEntry(NamedTuple):
-    """One 2.3 CONNECT-DUMP line, fields as sent (not tab-unescaped: test users need no escaping)."""
+    """One 2.3 CONNECT-DUMP line, fields as sent (not tab-unescaped: test users need no escaping).
+
+    A 2.4 dump line (one per connection) is given the same shape: ``<service>/<ip>/<user>``, its pid, 1.
+    """
 
     ident: str
     pid: int
@@ -121,6 +138,47 @@ def anvil_exchange(path: str | os.PathLike[str], request: bytes, timeout: float 
     return reply
 
 
+def anvil_exchange_v2(
+    path: str | os.PathLike[str], command: bytes, timeout: float = 5.0
+) -> tuple[str, bytes]:
+    """One command on a 2.4 anvil (handshake included); return (header line, the lines up to the empty one).
+
+    The reply to CONNECT-DUMP is the server's VERSION line, a header line (the ``user_*`` field names anvil
+    has seen, possibly empty), the session lines and an empty line.
+    """
+    deadline = time.monotonic() + timeout
+    reply = b""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(os.fspath(path))
+        sock.sendall(ANVIL_HANDSHAKE_V2 + command)
+        while True:
+            lines = reply.split(b"\n")
+            # [VERSION, header, *sessions, "" (the end), ""]: complete once an empty line follows the header.
+            if len(lines) >= 4 and b"" in lines[2:-1]:
+                break
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise DovecotError(f"anvil closed the connection after {reply!r}")
+            reply += chunk
+    version, header, *rest = reply.split(b"\n")
+    if not version.startswith(b"VERSION\tanvil-server\t2\t"):
+        raise DovecotError(f"not a 2.4 anvil greeting: {version!r}")
+    body = b"\n".join(rest[: rest.index(b"")])
+    return header.decode(), body + b"\n" if body else b""
+
+
+def parse_connect_dump_v2(body: bytes) -> list[DumpEntry]:
+    """2.4 CONNECT-DUMP lines (pid, user, service, ip, guid, dest_ip, alt values...) as :class:`DumpEntry`."""
+    entries = []
+    for line in body.decode().split("\n"):
+        if line:
+            pid, user, service, ip, *_ = line.split("\t")
+            entries.append(DumpEntry(f"{service}/{ip}/{user}", int(pid), 1))
+    return entries
+
+
 def parse_connect_dump(reply: bytes) -> list[DumpEntry]:
     """Split a 2.3 CONNECT-DUMP reply (as returned by :func:`anvil_exchange`) into entries."""
     entries = []
@@ -179,12 +237,18 @@ def _check_field(kind: str, value: str) -> None:
 
 
 class DovecotInstance:
-    """One throwaway Dovecot 2.3 server with IMAP on a free 127.0.0.1 port.
+    """One throwaway Dovecot server with IMAP on a free 127.0.0.1 port.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`. ``users`` maps usernames to plain-text
-    passwords; ``extra_conf`` is appended verbatim to the generated dovecot.conf (later settings win, so it
-    can override anything). ``auth_failure_delay`` is in seconds (Dovecot's default of 2 slows failed logins).
-    Requires root: the mail processes run as the ``dovecot`` user, logins chroot as ``dovenull``.
+    passwords; ``user_fields`` maps usernames to extra passdb/userdb fields such as ``user_alias`` (default:
+    :data:`DEFAULT_USER_FIELDS` for the default users). ``extra_conf`` is appended verbatim to the generated
+    dovecot.conf (later settings win, so it can override anything; mind the generation's syntax).
+    ``auth_failure_delay`` is in seconds (Dovecot's default of 2 slows failed logins). ``server`` is a name
+    from :data:`~doveadm_py.testing.servers.SERVERS` (default ``"2.3"``, the host's own Dovecot) or a
+    :class:`~doveadm_py.testing.servers.DovecotServer`. ``proxy=True`` adds a second IMAP listener on
+    :attr:`proxy_port` that proxies every login to this same instance's :attr:`imap_port` (so ``imap-login``
+    sessions with a ``dest_ip`` exist; the backend sees the client's own IP). Requires root: the mail
+    processes run as the ``dovecot`` user, logins chroot as ``dovenull``.
     """
 
     host: str = HOST
@@ -194,6 +258,9 @@ class DovecotInstance:
         users: Mapping[str, str] | None = None,
         extra_conf: str = "",
         *,
+        user_fields: Mapping[str, Mapping[str, str]] | None = None,
+        proxy: bool = False,
+        server: str | DovecotServer | None = None,
         auth_failure_delay: int = 0,
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
@@ -203,11 +270,24 @@ class DovecotInstance:
         for user, password in self.users.items():
             _check_field("username", user)
             _check_field("password", password)
+        self.user_fields: dict[str, dict[str, str]] = {
+            user: dict(fields)
+            for user, fields in (DEFAULT_USER_FIELDS if user_fields is None else user_fields).items()
+            if user in self.users
+        }
+        for fields in self.user_fields.values():
+            for key, value in fields.items():
+                _check_field("field name", key)
+                if not value or any(ch in value for ch in ": \r\n\t\0"):
+                    raise ValueError(f"field {key}={value!r}: the value cannot go into a passwd-file")
+        self.server = get_server(server)
+        self.proxy = proxy
+        self.proxy_port: int | None = None
         self.extra_conf = extra_conf
         self.auth_failure_delay = auth_failure_delay
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
-        self.binary = binary or dovecot_binary()
+        self.binary = binary or self.server.binary()
         self.work_dir: Path | None = None
         self.imap_port: int | None = None
         self.master_pid: int | None = None
@@ -249,67 +329,43 @@ class DovecotInstance:
 
     # -- configuration ---------------------------------------------------------------------------------------
 
+    def inner(self, path: str | os.PathLike[str]) -> str:
+        """A host path in the work dir as this instance's own processes (and its doveadm) see it."""
+        return self.server.inner(path)
+
     def config_text(self) -> str:
         """The dovecot.conf this instance runs with (needs the work dir and port, so only once started)."""
-        work = self._work()
-        mail_uid = pwd.getpwnam("dovecot").pw_uid
-        return f"""\
-# Written by doveadm_py.testing for a throwaway test instance; removed on stop.
-base_dir = {self.base_dir}
-state_dir = {work}/state
-listen = {self.host}
-protocols = imap
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-auth_failure_delay = {int(self.auth_failure_delay)} secs
-log_path = {self.log_path}
-info_log_path = {self.log_path}
-first_valid_uid = {mail_uid}
-mail_location = maildir:~/Maildir
-mail_max_userip_connections = 100
-shutdown_clients = yes
-passdb {{
-  driver = passwd-file
-  args = {work}/passwd
-}}
-userdb {{
-  driver = passwd-file
-  args = {work}/passwd
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = {self.host}
-    port = {self.imap_port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-# One process per session: the 2.3 kick signals processes, so sessions must not share one.
-service imap {{
-  client_limit = 1
-  process_limit = 500
-}}
-{self.extra_conf}
-"""
+        from doveadm_py.testing.dovecot_conf import config_v1, config_v2
+
+        make = config_v1 if self.server.generation == 1 else config_v2
+        return make(self)
+
+    def dvadm_args(self) -> list[str]:
+        """Global options that point ``dvadm`` at this instance from the host.
+
+        ``-c <config>`` for the host's 2.3; ``-o base_dir=<host path>`` for a chroot server, whose config
+        names paths inside the chroot and whose 2.4 syntax the host's 2.3 doveconf cannot read.
+        """
+        if self.server.root is None:
+            return ["-c", str(self.config_path)]
+        return ["-o", f"base_dir={self.base_dir}"]
 
     def _write_files(self) -> None:
+        from doveadm_py.testing.dovecot_conf import passwd_lines, proxy_passwd_lines
+
         work = self._work()
-        dovecot_user = pwd.getpwnam("dovecot")
-        uid, gid = dovecot_user.pw_uid, dovecot_user.pw_gid
+        uid, gid = self.server.account("dovecot")
         homes = work / "home"
         homes.mkdir(exist_ok=True)
         os.chown(homes, uid, gid)
-        # Homes are numbered, not named after users: a username may contain '/'.
-        lines = [
-            f"{user}:{{PLAIN}}{password}:{uid}:{gid}::{homes / str(number)}::\n"
-            for number, (user, password) in enumerate(self.users.items())
-        ]
-        passwd = work / "passwd"
-        passwd.write_text("".join(lines))
-        os.chown(passwd, 0, gid)
-        passwd.chmod(0o640)
+        files = {"passwd": passwd_lines(self, self.inner(homes), uid, gid)}
+        if self.proxy:
+            files.update(proxy_passwd_lines(self))
+        for name, text in files.items():
+            path = work / name
+            path.write_text(text)
+            os.chown(path, 0, gid)
+            path.chmod(0o640)
         self.config_path.write_text(self.config_text())
 
     # -- life cycle ------------------------------------------------------------------------------------------
@@ -320,13 +376,14 @@ service imap {{
             raise DovecotError("instance already started")
         if not self.binary:
             raise DovecotError("no dovecot binary found")
-        self.work_dir = Path(tempfile.mkdtemp(prefix="dvadm-dovecot-"))
+        self.work_dir = Path(tempfile.mkdtemp(prefix="dvadm-dovecot-", dir=self.server.tmp_dir))
         # mkdtemp makes it 0700: the dovecot and dovenull users must traverse it to reach homes and base_dir.
         self.work_dir.chmod(0o755)
         _RUNNING[id(self)] = self
         try:
             for attempt in range(_PORT_ATTEMPTS):
                 self.imap_port = free_port(self.host)
+                self.proxy_port = free_port(self.host) if self.proxy else None
                 self._write_files()
                 if self._launch() or attempt == _PORT_ATTEMPTS - 1:
                     break
@@ -342,8 +399,10 @@ service imap {{
     def _launch(self) -> bool:
         """Run the master once; False if it lost the port to another process (so retry on a new port)."""
         with self._startup_output_path.open("wb") as out:
+            args = ["-F", "-c", self.inner(self.config_path)]
+            command = self.server.master_command(args) if self.server.root else [self.binary or "", *args]
             self._process = subprocess.Popen(
-                [self.binary or "dovecot", "-F", "-c", str(self.config_path)],
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -445,7 +504,11 @@ service imap {{
     def doveadm(
         self, *args: str, timeout: float = 10.0, input: bytes | None = None
     ) -> subprocess.CompletedProcess[bytes]:
-        """Run the real ``doveadm -c <config> ARGS``, the reference for differential tests (any exit code)."""
+        """Run the server's own ``doveadm -c <config> ARGS``, the reference for differential tests.
+
+        Any exit code is returned. On a chroot server it runs inside the chroot: paths in ARGS must be as
+        :meth:`inner` gives them.
+        """
         return self._tool("doveadm", args, timeout, input)
 
     def doveconf(self, *args: str, timeout: float = 10.0) -> subprocess.CompletedProcess[bytes]:
@@ -455,11 +518,15 @@ service imap {{
     def _tool(
         self, name: str, args: tuple[str, ...], timeout: float, input: bytes | None
     ) -> subprocess.CompletedProcess[bytes]:
-        binary = tool_binary(name, self.binary)
-        if not binary:
-            raise DovecotError(f"no {name} binary found")
+        if self.server.root is None:
+            binary = tool_binary(name, self.binary)
+            if not binary:
+                raise DovecotError(f"no {name} binary found")
+            command = [binary, "-c", str(self.config_path), *args]
+        else:
+            command = self.server.tool_command(name, ["-c", self.inner(self.config_path), *args])
         return subprocess.run(
-            [binary, "-c", str(self.config_path), *args],
+            command,
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL,
             capture_output=True,
@@ -468,16 +535,21 @@ service imap {{
         )
 
     def anvil_request(self, command: bytes, timeout: float = 5.0) -> bytes:
-        """One raw command (e.g. ``b"PENALTY-DUMP\\n"``) on this instance's anvil, handshake included."""
+        """One raw command (e.g. ``b"PENALTY-DUMP\\n"``) on this 2.3 instance's anvil, handshake included."""
+        if self.server.generation != 1:
+            raise DovecotError("anvil_request speaks protocol 1 (2.3); use anvil_exchange_v2 on 2.4")
         return anvil_exchange(self.anvil_path, ANVIL_HANDSHAKE + command, timeout)
 
     def connect_dump(self, timeout: float = 5.0) -> list[DumpEntry]:
         """The sessions anvil knows, straight from the socket (no doveadm, no dvadm code involved)."""
-        return parse_connect_dump(self.anvil_request(b"CONNECT-DUMP\n", timeout))
+        if self.server.generation == 1:
+            return parse_connect_dump(self.anvil_request(b"CONNECT-DUMP\n", timeout))
+        _, body = anvil_exchange_v2(self.anvil_path, b"CONNECT-DUMP\n", timeout)
+        return parse_connect_dump_v2(body)
 
     def __repr__(self) -> str:
         state = f"work_dir={self.work_dir} imap_port={self.imap_port} master_pid={self.master_pid}"
-        return f"<DovecotInstance {state}>"
+        return f"<DovecotInstance {self.server.name} {state}>"
 
 
 #: Started and not yet stopped instances, stopped at interpreter exit as a safety net.

@@ -280,13 +280,16 @@ def open_sessions(
     *,
     password: str | None = None,
     timeout: float = 10.0,
+    port: int | None = None,
 ) -> SessionGroup:
     """Log in one idle session per (user, source_ip) and wait until anvil lists all of them.
 
-    The password is ``password`` or the instance's own for that user. On any failure the sessions already
+    The password is ``password`` or the instance's own for that user. ``port`` defaults to the instance's
+    IMAP port (give ``instance.proxy_port`` to log in through its proxy). On any failure the sessions already
     opened are closed and the error (e.g. :class:`LoginError` with the server's reply) propagates.
     """
-    if instance.imap_port is None:
+    port = port or instance.imap_port
+    if port is None:
         raise ImapError("the Dovecot instance is not started")
     deadline = time.monotonic() + timeout
     baseline = _anvil_counts(instance.connect_dump())
@@ -295,9 +298,7 @@ def open_sessions(
         for user, source_ip in specs:
             secret = password if password is not None else instance.users.get(user, "")
             remaining = max(deadline - time.monotonic(), 0.001)
-            group.sessions.append(
-                ImapSession(instance.host, instance.imap_port, user, secret, source_ip, remaining)
-            )
+            group.sessions.append(ImapSession(instance.host, port, user, secret, source_ip, remaining))
         wanted = baseline + Counter(session.ident for session in group)
         wait_registered(instance, wanted, max(deadline - time.monotonic(), 0.001))
     except BaseException:
