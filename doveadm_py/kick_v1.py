@@ -18,25 +18,24 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import EX_NOTFOUND, TempFailError, UsageError
+from .kick_report import DRY_RUN, KICKED, NONE, WARNING, KickReport
 from .masks import Filter
-from .output import Header
-from .sessionview import separate_headers, separate_rows
 
 if TYPE_CHECKING:
     from .anvil import AnvilClient, ConnectDump
-    from .command import DvadmCommand
 
 NEEDS_24 = "this server speaks anvil protocol 1 (Dovecot 2.3), which does not track {what}"
-RESULT = (Header("result", "result"),)
+PROXY_KICK = "; to disconnect proxied users on 2.3 use: dvadm proxy kick -h {host}"
 
 
 @dataclass
 class PidUsers:
-    """One process in the dump: its users in first-seen order and those that matched."""
+    """One process in the dump: its users in first-seen order, those that matched, its services."""
 
     pid: int
     users: dict[str, None] = field(default_factory=dict)
     matched: set[str] = field(default_factory=set)
+    services: set[str] = field(default_factory=set)
 
     @property
     def all_matched(self) -> bool:
@@ -50,25 +49,27 @@ def group_by_pid(sessions: Iterable[Any], filter_: Filter) -> dict[int, PidUsers
         if entry is None:
             entry = pids[s.pid] = PidUsers(s.pid)
         entry.users[s.username] = None
+        entry.services.add(s.service)
         if filter_.match(s.username, s.ip):
             entry.matched.add(s.username)
     return pids
 
 
 def kick_v1(
-    cmd: DvadmCommand,
     client: AnvilClient,
     dump: ConnectDump,
     invalid: list[bytes],
     filter_: Filter,
     args: argparse.Namespace,
-) -> int:
+) -> KickReport:
     """Kick on a server whose dump proved protocol 1; ``invalid`` collects its malformed lines."""
     if args.passdb_field is not None:
         what = "alternative usernames (-f passdb_field); on 2.3, doveadm kick -f meant --force"
         raise UsageError(NEEDS_24.format(what=what))
     if args.dest_host is not None:
-        raise UsageError(NEEDS_24.format(what="proxy destinations (-h dest_host)"))
+        raise UsageError(
+            NEEDS_24.format(what="proxy destinations (-h dest_host)") + PROXY_KICK.format(host=args.dest_host)
+        )
     if "/" not in client.path:
         raise UsageError(
             f"refusing to kick through TCP anvil {client.path}: Dovecot 2.3 kicks by signalling "
@@ -86,49 +87,44 @@ def kick_v1(
     chosen = [p for p in pids.values() if p.matched and (p.all_matched or args.force)]
     partly = [p for p in pids.values() if p.matched and not p.all_matched]
     others = sorted_names(u for p in partly for u in p.users if u not in p.matched)
-    out = cmd.app.stdout
     if others and not args.force:
-        out.write("warning: other connections would also be kicked from following users:\n")
-        emit_names(cmd, others)
-        out.write("\nUse the '--force' option to enforce the disconnect.\n")
-        return 0
+        return KickReport(1, WARNING, users=others)
+    from .procsafety import libexec_dirs
+
+    libexec = libexec_dirs(client.path)
+    report = KickReport(1, KICKED)
+    kicked = signal_all(chosen, libexec, report.notes, dry_run=args.dry_run)
     if args.dry_run:
-        chosen_pids = {p.pid for p in chosen}
-        rows = separate_rows(1, (s for s in sessions if s.pid in chosen_pids))
-        cmd.emit(separate_headers(1), rows, formatter="table", generation=1)
-        return 0
-    kicked = signal_all(cmd, chosen)
+        report.status = DRY_RUN
+        report.sessions = [s for s in sessions if s.pid in kicked]
+    report.users = sorted_names(u for pid in kicked for u in pids[pid].users)
     if not kicked:
-        out.write("no users kicked\n")
-        return EX_NOTFOUND
-    out.write("kicked connections from the following users:\n")
-    emit_names(cmd, kicked)
-    out.write("\n")
-    return 0
+        if not args.dry_run:
+            report.status = NONE
+        report.exit_code = EX_NOTFOUND
+    return report
 
 
-def signal_all(cmd: DvadmCommand, chosen: list[PidUsers]) -> list[str]:
-    """SIGTERM each chosen pid that passes the safety checks; the users of those that went."""
+def signal_all(
+    chosen: list[PidUsers], libexec: tuple[str, ...], notes: list[str], *, dry_run: bool
+) -> list[int]:
+    """SIGTERM each chosen pid that passes the safety checks (only check them on a dry run);
+    the pids counted as kicked. Why others were not goes to ``notes``."""
     from .procsafety import Outcome, terminate
 
-    kicked: list[str] = []
-    err = cmd.app.stderr
+    kicked: list[int] = []
     for entry in chosen:
-        outcome, reason = terminate(entry.pid)
+        outcome, reason = terminate(entry.pid, entry.services, libexec, dry_run=dry_run)
         users = " ".join(entry.users)
         if outcome in (Outcome.SIGNALLED, Outcome.GONE):
-            kicked.extend(entry.users)
-        elif outcome is Outcome.REFUSED:
-            err.write(f"Warning: not signalling pid {entry.pid} (users: {users}): {reason}\n")
+            kicked.append(entry.pid)
+        elif outcome in (Outcome.REFUSED, Outcome.UNVERIFIED):
+            notes.append(f"Warning: not signalling pid {entry.pid} (users: {users}): {reason}")
         else:
-            err.write(f"Error: kill({entry.pid}, SIGTERM) failed: {reason}\n")
-    return sorted_names(kicked)
+            notes.append(f"Error: kill({entry.pid}, SIGTERM) failed: {reason}")
+    return kicked
 
 
 def sorted_names(names: Iterable[str]) -> list[str]:
     """strcmp order without duplicates, as doveadm 2.3 lists users."""
     return sorted(set(names), key=lambda n: n.encode("utf-8", "surrogateescape"))
-
-
-def emit_names(cmd: DvadmCommand, names: list[str]) -> None:
-    cmd.emit(RESULT, [(n,) for n in names], format="%{result} ", generation=1)

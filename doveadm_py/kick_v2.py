@@ -17,26 +17,31 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
+from .kick_report import DRY_RUN, KICKED, KickReport
 from .masks import Filter
-from .sessionview import select_sessions, separate_headers, separate_rows
+from .sessionview import select_sessions
 
 if TYPE_CHECKING:
     from .anvil import AnvilClient, ConnectDump
-    from .command import DvadmCommand
 
 ZERO_GUID = "0" * 32
+#: Services whose sessions anvil never kicks (kick type N: Dovecot 2.4's lmtp).
+UNKICKABLE_SERVICES = frozenset({"lmtp"})
+
+
+def kickable(session: Any) -> bool:
+    return session.service not in UNKICKABLE_SERVICES
 
 
 def kick_v2(
-    cmd: DvadmCommand,
     client: AnvilClient,
     filter_: Filter,
     dest_host: str | None,
     args: argparse.Namespace,
     dump: ConnectDump | None = None,
-) -> int:
+) -> KickReport:
     """Kick through anvil; ``dump`` is one already requested while settling the protocol."""
     from .anvil import KickRequest
 
@@ -49,28 +54,25 @@ def kick_v2(
         ]
         if dump is not None:
             dump.close()
-        return report(cmd, client.kick_many(requests))
+        return counted(client.kick_many(requests))
     if dump is None:
         dump = client.connect_dump()
     alt_fields = dump.alt_fields
-    sessions = list(dump)  # a dump that fails midway raises here, before any kick
+    # A dump that fails midway raises here, before any kick. anvil skips unkickable sessions.
+    sessions = [s for s in dump if kickable(s)]
+    notes: list[str] = []
     if field is not None and field not in alt_fields:
         targets: list[Any] = []
-    elif fast:
-        targets = list(exact_matches(sessions, filter_, alt_fields, field))
+    elif fast:  # only on a dry run: what anvil's by-name kicks would reach
+        touched = list(exact_matches(sessions, filter_, alt_fields, field))
+        return KickReport(2, DRY_RUN, sessions=touched, alt_fields=alt_fields)
     else:
         alt_index = None if field is None else alt_fields.index(field)
         targets = [s for s in select_sessions(sessions, filter_, alt_index) if dest_matches(s, dest_host)]
+    requests, touched = plan_requests(sessions, targets, alt_fields, field, notes)
     if args.dry_run:
-        cmd.emit(
-            separate_headers(2, alt_fields),
-            separate_rows(2, targets, len(alt_fields)),
-            formatter="table",
-            generation=2,
-        )
-        return 0
-    requests = plan_requests(sessions, targets, alt_fields, field, cmd.app.stderr)
-    return report(cmd, client.kick_many(requests))
+        return KickReport(2, DRY_RUN, sessions=touched, alt_fields=alt_fields, notes=notes)
+    return counted(client.kick_many(requests), notes)
 
 
 def exact_matches(
@@ -90,13 +92,14 @@ def dest_matches(session: Any, dest_host: str | None) -> bool:
 
 
 def plan_requests(
-    sessions: list[Any], targets: list[Any], alt_fields: tuple[str, ...], field: str | None, err: TextIO
-) -> list[Any]:
-    """Kick requests that reach exactly the target sessions (warnings for those they cannot)."""
+    sessions: list[Any], targets: list[Any], alt_fields: tuple[str, ...], field: str | None, notes: list[str]
+) -> tuple[list[Any], list[Any]]:
+    """Kick requests that reach exactly the target sessions, and the targets they reach
+    (``notes`` says why the others are left alone)."""
     from .anvil import KickRequest
 
     if field is None or not targets:
-        return by_guid(sessions, targets, err)
+        return by_guid(sessions, targets, notes)
     index = alt_fields.index(field)
     target_ids = {id(s) for s in targets}
     carriers: dict[str, list[Any]] = {}
@@ -105,25 +108,28 @@ def plan_requests(
             carriers.setdefault(s.alt[index], []).append(s)
     requests = []
     done: set[str] = set()
+    touched = []
     rest = []
     for s in targets:
         value = s.alt[index]
         # An empty value is no alt username: anvil could not find the session by it.
         if value and all(id(c) in target_ids for c in carriers[value]):
+            touched.append(s)
             if value not in done:
                 done.add(value)
                 requests.append(KickRequest.alt(field, value))
         else:
             rest.append(s)
-    return requests + by_guid(sessions, rest, err, target_ids)
+    more_requests, more_touched = by_guid(sessions, rest, notes, target_ids)
+    return requests + more_requests, touched + more_touched
 
 
 def by_guid(
-    sessions: list[Any], targets: list[Any], err: TextIO, wanted: set[int] | None = None
-) -> list[Any]:
+    sessions: list[Any], targets: list[Any], notes: list[str], wanted: set[int] | None = None
+) -> tuple[list[Any], list[Any]]:
     """``KICK-USER user guid`` per target; a session without a GUID only by name, and only
     when that kicks no session outside ``wanted`` (ids; default: the targets). doveadm sends
-    the bare name regardless."""
+    the bare name regardless. Returns the requests and the targets they reach."""
     from .anvil import KickRequest
 
     guidless = {s.username for s in targets if s.guid == ZERO_GUID}
@@ -133,35 +139,30 @@ def by_guid(
         spared = Counter(s.username for s in sessions if s.username in guidless and id(s) not in target_ids)
         for name in sorted(guidless):
             if spared[name]:
-                err.write(
+                notes.append(
                     f"Warning: not kicking {name}: anvil has no connection GUID for a matching session, "
-                    f"and kicking by name would also disconnect {spared[name]} session(s) that do not match\n"
+                    f"and kicking by name would also disconnect {spared[name]} session(s) that do not match"
                 )
             else:
                 by_name.add(name)
     requests = []
+    touched = []
     named: set[str] = set()
     for s in targets:
         name = s.username
         if name in by_name:
+            touched.append(s)
             if name not in named:
                 named.add(name)
                 requests.append(KickRequest.user(name))
         elif s.guid != ZERO_GUID:
+            touched.append(s)
             requests.append(KickRequest.user(name, s.guid))
-    return requests
+    return requests, touched
 
 
-def report(cmd: DvadmCommand, result: Any) -> int:
-    """``N connections kicked`` (exit 0 even for 0, as 2.4); anvil's odd replies on stderr."""
-    from .output import Header
-
-    for error in result.errors:
-        cmd.app.stderr.write(f"Error: {error}\n")
-    cmd.emit(
-        (Header("count", "count"),),
-        [(str(result.count),)],
-        format="%{count} connections kicked\n",
-        generation=2,
-    )
-    return 0
+def counted(result: Any, notes: list[str] | None = None) -> KickReport:
+    """``N connections kicked`` (exit 0 even for 0, as 2.4); anvil's odd replies as errors."""
+    notes = list(notes or [])
+    notes += [f"Error: {error}" for error in result.errors]
+    return KickReport(2, KICKED, count=result.count, notes=notes)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from kick_helpers import real_imap
 
 from doveadm_py.anvil import AnvilClient, AnvilProtocolError, parse_v1_line, parse_v2_line
 from doveadm_py.anvil.escape import join_tabescaped, split_tabescaped, tabescape
@@ -339,14 +340,18 @@ def user_mask_matches(username: str) -> bool:
 
 
 class Processes:
-    """``sleep`` processes this test owns: decoys (plain ``sleep``) and fakes named ``dovecot/imap``."""
+    """Processes this test owns: decoys (plain ``sleep``) and real Dovecot ``imap`` processes
+    (preauthenticated sessions on a pipe, titled ``dovecot/imap``: see tests/kick_helpers.py)."""
 
     def __init__(self) -> None:
         self.all: list[subprocess.Popen[bytes]] = []
+        self.stack = contextlib.ExitStack()
 
     def start(self, dovecot_like: bool) -> subprocess.Popen[bytes]:
-        argv = ["dovecot/imap", "600"] if dovecot_like else ["sleep", "600"]
-        proc = subprocess.Popen(argv, executable="/bin/sleep", stdin=subprocess.DEVNULL)
+        if dovecot_like:
+            proc = self.stack.enter_context(real_imap())
+        else:
+            proc = subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL)
         self.all.append(proc)
         return proc
 
@@ -365,6 +370,7 @@ class Processes:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(5)
+        self.stack.close()
 
 
 @pytest.fixture
@@ -465,15 +471,19 @@ def expected_v1_kick(world: V1World, data: bytes) -> tuple[set[int], int]:
             return set(), 75  # malformed lines: dvadm refuses the whole kick
     users: dict[int, set[str]] = {}
     matched: dict[int, set[str]] = {}
+    services: dict[int, set[str]] = {}
     for r in records:
         users.setdefault(r.pid, set()).add(r.username)
+        services.setdefault(r.pid, set()).add(r.service)
         if user_mask_matches(r.username):
             matched.setdefault(r.pid, set()).add(r.username)
     if any(matched.get(pid) and matched[pid] != names for pid, names in users.items()):
         return set(), 0  # a pid shared with a user who does not match: warn, signal nothing
     chosen = {pid for pid, names in users.items() if matched.get(pid) == names}
-    signalled = chosen & {p.pid for p in world.fakes()}
-    safe_refusals = {0, 1, os.getpid(), *(p.pid for p in world.decoys)}
+    # A real imap process is signalled only for imap sessions (a mutated service is refused).
+    fakes = {p.pid for p in world.fakes()}
+    signalled = {pid for pid in chosen & fakes if services[pid] == {"imap"}}
+    safe_refusals = {0, 1, os.getpid(), *(p.pid for p in world.decoys), *(chosen & fakes - signalled)}
     listed = chosen - safe_refusals  # signalled, or gone (ESRCH counts as kicked)
     return signalled, 0 if listed else 68
 

@@ -4,13 +4,12 @@ the 2.3 path's refusals. Every run is the installed ``dvadm`` in its own process
 
 from __future__ import annotations
 
-import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from test_kick_safety import fake_dovecot, still_running
+from kick_helpers import ended, real_imap, still_running
 
 from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
 from doveadm_py.testing.cli import run_dvadm
@@ -279,7 +278,7 @@ def test_session_without_guid_is_not_kicked_by_name_if_that_hits_others() -> Non
 
 def test_late_greeting_is_still_2_4() -> None:
     """A 2.4 anvil that greets after dvadm's grace period must not get 2.3's local signals."""
-    with fake_dovecot() as fake:
+    with real_imap() as fake:
         sessions = [SimSession(fake.pid, "alice", ip="192.0.2.10", guid=G1)]
         for args in (["alice"], ["192.0.2.0/24"]):
             with AnvilSimulator(2, sessions=sessions, greeting_delay=0.1) as sim:
@@ -300,7 +299,7 @@ def test_late_greeting_is_still_2_4() -> None:
     ],
 )
 def test_v1_refuses_2_4_options(args: tuple[str, ...], what: bytes) -> None:
-    with fake_dovecot() as fake:
+    with real_imap() as fake:
         with AnvilSimulator(1, sessions=[SimSession(fake.pid, "alice", ip="192.0.2.10")]) as sim:
             code, out, err = kick(sim, *args)
             assert (code, out) == (64, b"")
@@ -310,7 +309,7 @@ def test_v1_refuses_2_4_options(args: tuple[str, ...], what: bytes) -> None:
 
 
 def test_v1_refuses_a_tcp_anvil() -> None:
-    with fake_dovecot() as fake:
+    with real_imap() as fake:
         with AnvilSimulator(1, sessions=[SimSession(fake.pid, "alice", ip="192.0.2.10")], tcp=True) as sim:
             assert sim.path.startswith("127.0.0.1:")
             code, out, err = kick(sim, "alice")
@@ -322,7 +321,7 @@ def test_v1_refuses_a_tcp_anvil() -> None:
 
 def test_v1_refuses_a_dump_with_a_malformed_line() -> None:
     """doveadm 2.3 skips the line and kills the rest; with a broken dump dvadm signals nothing."""
-    with fake_dovecot() as fake:
+    with real_imap() as fake:
         sessions = [SimSession(fake.pid, "alice", ip="192.0.2.10"), SimSession(2**31, "bob", ip="192.0.2.11")]
         with AnvilSimulator(1, sessions=sessions) as sim:
             code, out, err = kick(sim, "*")
@@ -333,7 +332,7 @@ def test_v1_refuses_a_dump_with_a_malformed_line() -> None:
 
 def test_v1_refuses_a_dump_cut_short() -> None:
     """EOF inside a line (the line-boundary case is tests/test_hostile_anvil.py's)."""
-    with fake_dovecot() as fake:
+    with real_imap() as fake:
         sessions = [SimSession(fake.pid, f"u{i}", ip="192.0.2.10") for i in range(50)]
         with AnvilSimulator(1, sessions=sessions, fault="close-mid-dump") as sim:
             code, out, err = kick(sim, "--force", "u*")
@@ -344,7 +343,7 @@ def test_v1_refuses_a_dump_cut_short() -> None:
 
 def test_v1_kicks_by_signal() -> None:
     """The positive control for the refusals above: the same set-up does kick."""
-    with fake_dovecot() as fake:
+    with real_imap() as fake:
         with AnvilSimulator(1, sessions=[SimSession(fake.pid, "alice", ip="192.0.2.10")]) as sim:
             assert kick(sim, "alice") == (0, b"kicked connections from the following users:\nalice \n", b"")
-        assert fake.wait(5) == -signal.SIGTERM
+        assert ended(fake)

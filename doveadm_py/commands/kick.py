@@ -10,12 +10,16 @@ input never kicks anything.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from ..command import DvadmCommand
-from ..errors import TempFailError, UsageError
+from ..errors import DoveadmError, TempFailError, UsageError
 from ..masks import Filter, parse_masks
 from ..netmask import canonical_ip
 from ..sessionview import add_socket_path_argument
+
+if TYPE_CHECKING:
+    from ..kick_report import KickReport
 
 NO_MASKS = "user and/or ip[/bits] must be specified."
 
@@ -43,6 +47,19 @@ class Kick(DvadmCommand):
         parser.add_argument("masks", nargs="*", metavar="mask", help="user mask (* and ?) or ip[/bits]")
 
     def take_action(self, parsed_args: argparse.Namespace) -> int:
+        from ..kick_report import print_report
+
+        self.server: str | None = parsed_args.socket_path
+        try:
+            report = self.run_kick(parsed_args)
+        except Exception as err:
+            self.audit(parsed_args, None, err)
+            raise
+        self.audit(parsed_args, report, None)
+        return print_report(self, report)
+
+    def run_kick(self, parsed_args: argparse.Namespace) -> KickReport:
+        """Check the command line, kick (or dry-run) and return what happened; prints nothing."""
         filter_, dest_host = validate(parsed_args)
         servers = self.remote_servers(parsed_args)
         if servers is not None:
@@ -50,6 +67,7 @@ class Kick(DvadmCommand):
 
             return fleet_kick(self, servers, filter_, dest_host, parsed_args)
         with self.anvil(parsed_args.socket_path) as client:
+            self.server = client.path
             # A greeting proves 2.4. Silence is only provisionally 2.3: the (read-only) dump
             # settles it before anything irreversible, so a 2.4 anvil that greets late can
             # never have its pids signalled.
@@ -60,10 +78,31 @@ class Kick(DvadmCommand):
                 if dump.protocol == 1:
                     from ..kick_v1 import kick_v1
 
-                    return kick_v1(self, client, dump, invalid, filter_, parsed_args)
+                    return kick_v1(client, dump, invalid, filter_, parsed_args)
             from ..kick_v2 import kick_v2
 
-            return kick_v2(self, client, filter_, dest_host, parsed_args, dump)
+            return kick_v2(client, filter_, dest_host, parsed_args, dump)
+
+    def audit(self, args: argparse.Namespace, report: KickReport | None, error: Exception | None) -> None:
+        """One syslog line per kick and per refused or failed kick (dry runs are not logged)."""
+        if args.dry_run:
+            return
+        from ..audit import log_kick
+
+        options = [
+            f"{opt} {value}"
+            for opt, value in (("-f", args.passdb_field), ("-h", args.dest_host))
+            if value is not None
+        ]
+        if args.force:
+            options.append("--force")
+        if report is not None:
+            result = report.summary()
+        elif isinstance(error, DoveadmError):
+            result = f"refused (exit {error.exit_code}): {error.message}"
+        else:
+            result = f"failed: {type(error).__name__}"
+        log_kick(args.masks, options, self.server or "(not resolved)", result)
 
 
 def validate(args: argparse.Namespace) -> tuple[Filter, str | None]:
