@@ -153,3 +153,37 @@ def open_proxied_sessions(
             group.close()
         raise
     return groups
+
+
+def ipc_exchange(instance: ProxyDovecot, command: bytes, timeout: float = 5.0) -> bytes:
+    """One raw ``proxy\\t*\\t<command>`` on the instance's ipc socket; the reply up to its ``+``/``-``."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    reply = b""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(instance.ipc_path)
+        sock.sendall(b"proxy\t*\t" + command + b"\n")
+        while not any(line[:1] in (b"+", b"-") for line in reply.split(b"\n")[:-1]):
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise DovecotError(f"ipc closed the connection after {reply!r}")
+            reply += chunk
+    return reply
+
+
+def wait_no_proxies(instance: ProxyDovecot, timeout: float = 10.0) -> bytes:
+    """Wait (bounded) until no login process proxies any more; returns the last LIST-FULL reply.
+
+    ``+\\n``: no process ever proxied; ``+(null)\\n``: every one that did is gone.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = ipc_exchange(instance, b"LIST-FULL")
+        if reply in (b"+\n", b"+(null)\n"):
+            return reply
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"login processes still proxy after {timeout} s: {reply!r}")
+        time.sleep(0.05)

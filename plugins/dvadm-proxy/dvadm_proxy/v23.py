@@ -29,6 +29,8 @@ TITLES = {"service": "proto", "src-ip": "src ip", "dest-ip": "dest ip", "dest-po
 COUNT = (Header("count", "count"),)
 COUNT_FORMAT = "%{count} connections kicked\n"
 ENCODING, ERRORS = "utf-8", "surrogateescape"
+NO_HEADERS = {("tab", False): "\n", ("json", False): "[]", ("json", True): "[]"}
+"""What doveadm 2.3's printers write for a result without a single header (the others: nothing)."""
 
 
 def list_headers(fields: list[bytes]) -> tuple[Header, ...]:
@@ -83,7 +85,8 @@ def list_v23(cmd: Any, conn: IpcConnection) -> int:
     reply = conn.request("LIST-FULL", b"LIST-FULL")
     lines = iter(reply)
     header = next(lines, None)
-    if header is None:  # no login process has ever proxied: doveadm prints nothing at all
+    if header is None:  # no login process proxies: no header, and doveadm's printers flush empty
+        cmd.app.stdout.write(NO_HEADERS.get((cmd.options.formatter, cmd.options.hide_titles), ""))
         return 0
     headers = list_headers(split_tabescaped(header))
     failed: list[IpcError] = []

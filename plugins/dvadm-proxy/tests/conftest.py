@@ -15,9 +15,10 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,3 +97,24 @@ def dvadm(proxy_python: Path) -> RunDvadm:
         )
 
     return run
+
+
+@pytest.fixture
+def proxy_dovecot() -> Iterator[Callable[..., Any]]:
+    """Start :class:`~doveadm_py.testing.proxy.ProxyDovecot` instances (stopped at teardown);
+    skips without a usable Dovecot 2.3 unless DVADM_REQUIRE_DOVECOT=1."""
+    from doveadm_py.testing.fixtures import require_dovecot
+    from doveadm_py.testing.proxy import ProxyDovecot
+
+    require_dovecot()
+    started: list[ProxyDovecot] = []
+
+    def make(**kwargs: Any) -> ProxyDovecot:
+        instance = ProxyDovecot(**kwargs)
+        started.append(instance)
+        instance.start()
+        return instance
+
+    yield make
+    for instance in reversed(started):
+        instance.stop()

@@ -81,11 +81,22 @@ def test_list_unescapes_fields(dvadm: RunDvadm) -> None:
     assert b'"username":"we\\tird\\n"' in proc.stdout
 
 
-def test_list_with_no_proxy_group_prints_nothing(dvadm: RunDvadm) -> None:
-    """ipc answers ``+`` when no login process ever proxied: doveadm prints nothing at all."""
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ((), b""),
+        (("-f", "tab"), b"\n"),
+        (("-h", "-f", "tab"), b""),
+        (("-f", "json"), b"[]"),
+        (("-f", "flow"), b""),
+    ],
+)
+def test_list_with_no_proxy_group(dvadm: RunDvadm, flags: tuple[str, ...], expected: bytes) -> None:
+    """ipc answers ``+`` when no login process ever proxied: no header; doveadm's printers then
+    flush as they do without headers (a lone LF for tab, ``[]`` for json, else nothing)."""
     with FakeIpc(b"+\n") as ipc:
-        proc = dvadm("proxy", "list", "-a", ipc.path)
-    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"", b"")
+        proc = dvadm(*flags, "proxy", "list", "-a", ipc.path)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, expected, b"")
 
 
 def test_list_error_reply_keeps_the_rows_read_and_exits_75(dvadm: RunDvadm) -> None:
