@@ -9,6 +9,7 @@ the user sets are compared, and dvadm's own bytes are checked exactly (TTY order
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
@@ -203,3 +204,45 @@ def test_force_on_a_shared_process(dovecot: DovecotInstance) -> None:
     assert done.stdout == dvadm_report(spec_users(specs))
     theirs, _ = kick_on_fresh_sessions(dovecot, doveadm(dovecot, "-f", "jane"), specs, "doveadm", specs)
     assert theirs == ours
+
+
+MACHINE_FORMATS = ["json", "tab", "flow"]
+
+
+@pytest.mark.parametrize("formatter", MACHINE_FORMATS)
+@pytest.mark.parametrize(("masks", "expected"), [(["jano"], [("jano", "127.0.0.2")]), (["nobody"], [])])
+def test_machine_formats_print_only_the_format(
+    server: DovecotInstance, formatter: str, masks: list[str], expected: list[Spec]
+) -> None:
+    """doveadm 2.3 appends its texts to the format (``[{"result":"jano"}]kicked connections from
+    ...``: no longer JSON); dvadm prints the same rows without them, and "no users kicked" on stderr."""
+    run = lambda: run_dvadm("-f", formatter, "-c", str(server.config_path), "kick", *masks)  # noqa: E731
+    ours, done = kick_on_fresh_sessions(server, run, expected, "dvadm")
+    theirs, reference = kick_on_fresh_sessions(
+        server, lambda: server.doveadm("-f", formatter, "kick", *masks), expected, "doveadm"
+    )
+    assert (ours.code, ours.gone) == (theirs.code, theirs.gone) == (0 if expected else 68, set(expected))
+    texts = reference.stdout.replace(f"{KICKED}\n\n".encode(), b"").replace(f"{NONE}\n".encode(), b"")
+    assert texts != reference.stdout  # doveadm did mix its text in
+    assert done.stdout == texts
+    assert done.stderr == (b"" if expected else f"{NONE}\n".encode())
+    if formatter == "json":
+        assert json.loads(done.stdout) == [{"result": user} for user, _ in expected]
+
+
+@pytest.mark.dovecot(extra_conf=SHARED_PROCESS)
+def test_machine_format_warning_lists_no_results(dovecot: DovecotInstance) -> None:
+    """Without --force on a shared process nothing is kicked: doveadm's JSON lists the *other* users as
+    results; dvadm's lists none, and the warning with those users goes to stderr."""
+    specs = SESSIONS[:3]
+    run = lambda: run_dvadm("-f", "json", "-c", str(dovecot.config_path), "kick", "jane")  # noqa: E731
+    ours, done = kick_on_fresh_sessions(dovecot, run, [], "dvadm", specs)
+    assert (ours.code, ours.gone, done.stdout) == (0, set(), b"[]")
+    assert done.stderr == f"{WARNING} james jano\n{USE_FORCE['dvadm']}\n".encode()
+
+
+def test_dry_run_matching_nothing_exits_as_the_kick(server: DovecotInstance) -> None:
+    ours, done = kick_on_fresh_sessions(server, dvadm(server, "--dry-run", "nobody*"), [], "dvadm")
+    assert (ours.code, ours.gone, done.stderr) == (68, set(), b"")
+    theirs, _ = kick_on_fresh_sessions(server, doveadm(server, "nobody*"), [], "doveadm")
+    assert theirs.code == 68

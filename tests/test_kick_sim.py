@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from kick_helpers import ended, real_imap, still_running
+from kick_helpers import ended, nonexistent_pid, real_imap, still_running
 
 from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
 from doveadm_py.testing.cli import run_dvadm
@@ -276,6 +276,75 @@ def test_session_without_guid_is_not_kicked_by_name_if_that_hits_others() -> Non
         assert remaining(sim) == [("alice", "192.0.2.10"), ("alice", "198.51.100.1")]
 
 
+def dry_run_users(out: bytes) -> list[tuple[str, str]]:
+    """(username, service) of each row of a dry run's table."""
+    return [tuple(line.split()[:2]) for line in out.decode().splitlines()[1:]]  # type: ignore[misc]
+
+
+def test_dry_run_lists_exactly_what_the_kick_touches(sim5: AnvilSimulator) -> None:
+    """The hole: ``--dry-run '*'`` listed carol's lmtp session, which anvil never kicks (type N)."""
+    code, out, err = kick(sim5, "--dry-run", "*")
+    assert (code, err) == (0, b"")
+    assert dry_run_users(out) == [("alice", "imap"), ("alice", "imap"), ("bob@example.com", "imap-login")]
+    code, out, _ = kick(sim5, "--dry-run", "carol")
+    assert (code, out.split()) == (0, b"username service pid ip dest_ip user_account".split())
+    assert sim5.kicks == [] and len(sim5.sessions) == 4
+    # The real kick then touches the same three sessions, and never names carol.
+    assert kick(sim5, "*") == counted(3)
+    assert [s.username for s in sim5.sessions] == ["carol"]
+    assert not any(b"carol" in k for k in sim5.kicks)
+
+
+def test_dry_run_leaves_out_what_the_plan_refuses() -> None:
+    """A guidless session the kick would not touch (by name it would reach a non-matching one)."""
+    sessions = [
+        SimSession(5001, "dave", ip="192.0.2.11", guid="0" * 32),
+        SimSession(5002, "dave", ip="198.51.100.1", guid=G1),
+        SimSession(5003, "erin", ip="192.0.2.12", guid=G2),
+    ]
+    with AnvilSimulator(2, sessions=sessions) as sim:
+        code, out, err = kick(sim, "--dry-run", "192.0.2.0/24")
+        assert code == 0 and dry_run_users(out) == [("erin", "imap")]
+        assert b"Warning: not kicking dave" in err
+        assert kick(sim, "192.0.2.0/24")[:2] == (0, b"1 connections kicked\n")
+        assert [s.pid for s in sim.sessions] == [5001, 5002]
+
+
+@pytest.mark.parametrize("formatter", ["json", "tab", "flow"])
+def test_2_3_machine_formats_carry_only_the_format(formatter: str) -> None:
+    """Nothing kicked on 2.3: stdout is the (empty) result in that format, the text goes to stderr."""
+    empty = {"json": b"[]", "tab": b"result\n", "flow": b""}[formatter]
+    with AnvilSimulator(1, sessions=[SimSession(nonexistent_pid(), "alice", ip="192.0.2.10")]) as sim:
+        assert kick(sim, "nobody", formatter=formatter) == (68, empty, b"no users kicked\n")
+        assert kick(sim, "--dry-run", "nobody", formatter=formatter)[0] == 68
+
+
+def test_2_3_dry_run_exits_as_the_kick() -> None:
+    """The hole: a 2.3 dry run matching nothing exited 0 where the kick exits 68."""
+    with real_imap() as imap:
+        sessions = [SimSession(imap.pid, "alice", ip="192.0.2.10"), SimSession(1, "init", ip="192.0.2.11")]
+        with AnvilSimulator(1, sessions=sessions) as sim:
+            assert kick(sim, "--dry-run", "nobody") == (
+                68,
+                b"username                              proto pid ip\n",
+                b"",
+            )
+            # pid 1 would be refused: the dry run says so and does not list it.
+            code, out, err = kick(sim, "--dry-run", "init")
+            assert (code, out.count(b"\n")) == (68, 1)
+            assert b"Warning: not signalling pid 1 (users: init)" in err
+            code, out, err = kick(sim, "--dry-run", "*")
+            assert (code, dry_run_users(out)) == (0, [("alice", "imap")])
+        assert still_running(imap)
+
+
+def test_2_3_kick_with_dest_host_points_to_proxy_kick() -> None:
+    with AnvilSimulator(1, sessions=[SimSession(nonexistent_pid(), "alice", ip="192.0.2.10")]) as sim:
+        code, out, err = kick(sim, "-h", "10.0.0.7")
+    assert (code, out) == (64, b"")
+    assert b"dvadm proxy kick -h 10.0.0.7" in err
+
+
 def test_late_greeting_is_still_2_4() -> None:
     """A 2.4 anvil that greets after dvadm's grace period must not get 2.3's local signals."""
     with real_imap() as fake:
@@ -347,3 +416,13 @@ def test_v1_kicks_by_signal() -> None:
         with AnvilSimulator(1, sessions=[SimSession(fake.pid, "alice", ip="192.0.2.10")]) as sim:
             assert kick(sim, "alice") == (0, b"kicked connections from the following users:\nalice \n", b"")
         assert ended(fake)
+
+
+@pytest.mark.parametrize(
+    ("formatter", "expected"),
+    [("json", b'[{"count":"2"}]'), ("tab", b"count\n2\n"), ("flow", b"count=2\n")],
+)
+def test_2_4_machine_formats_carry_only_the_format(
+    sim5: AnvilSimulator, formatter: str, expected: bytes
+) -> None:
+    assert kick(sim5, "alice", formatter=formatter) == (0, expected, b"")

@@ -67,6 +67,8 @@ FORBIDDEN = (
     "doveadm_py.kick_v1",
     "doveadm_py.kick_v2",
     "doveadm_py.procsafety",
+    "doveadm_py.kick_report",
+    "doveadm_py.audit",
     "doveadm_py.anvil.simulator",
     "doveadm_py.testing",
     "doveadm_py.demo",

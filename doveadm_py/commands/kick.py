@@ -89,11 +89,10 @@ class Kick(DvadmCommand):
             return
         from ..audit import log_kick
 
-        options = [
-            f"{opt} {value}"
-            for opt, value in (("-f", args.passdb_field), ("-h", args.dest_host))
-            if value is not None
-        ]
+        options = []
+        for opt, value in (("-f", args.passdb_field), ("-h", args.dest_host)):
+            if value is not None:
+                options += [opt, value]
         if args.force:
             options.append("--force")
         if report is not None:

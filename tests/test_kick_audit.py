@@ -1,0 +1,123 @@
+"""The audit trail: every kick, and every refused one, is one syslog line saying who ran it, with
+which masks and options, against which server, and what happened (issue 11, section 3).
+
+The test binds its own syslog socket (a UNIX datagram socket, as /dev/log is) and points dvadm at
+it with DVADM_SYSLOG_SOCKET; dry runs are not logged; a missing log socket never fails a kick.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kick_helpers import nonexistent_pid
+
+from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
+from doveadm_py.audit import SOCKET_ENV
+from doveadm_py.testing.cli import run_dvadm
+
+G1 = "1" * 32
+NO_MASKS = "user and/or ip[/bits] must be specified."
+ME = f"uid={os.getuid()}({pwd.getpwuid(os.getuid()).pw_name})"
+
+
+class SyslogSocket:
+    """A bound datagram socket collecting what dvadm logs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+
+    def lines(self) -> list[str]:
+        got = []
+        self.sock.settimeout(0.5)
+        for _ in range(100):
+            try:
+                got.append(self.sock.recv(65536).decode())
+            except TimeoutError:
+                break
+            self.sock.settimeout(0.05)
+        return got
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def syslog() -> Iterator[SyslogSocket]:
+    with tempfile.TemporaryDirectory(prefix="dvadm-log-") as tmp:
+        log = SyslogSocket(Path(tmp) / "log")
+        try:
+            yield log
+        finally:
+            log.close()
+
+
+def kick(log: SyslogSocket | Path, *args: str) -> tuple[int, bytes, bytes]:
+    path = log.path if isinstance(log, SyslogSocket) else log
+    done = run_dvadm("kick", *args, env={SOCKET_ENV: str(path)}, timeout=30)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_a_2_4_kick_is_logged(syslog: SyslogSocket) -> None:
+    sessions = [SimSession(1001, "alice", ip="192.0.2.10", guid=G1), SimSession(1002, "bob", ip="192.0.2.11")]
+    with AnvilSimulator(2, sessions=sessions) as sim:
+        assert kick(syslog, "-a", sim.path, "al*") == (0, b"1 connections kicked\n", b"")
+        (line,) = syslog.lines()
+    assert line.startswith("<85>")  # authpriv.notice
+    head, message = line.split(": ", 1)
+    assert head.endswith("]") and " dvadm[" in head
+    assert message.startswith(f"kick by {ME}")  # and login=... when the session has a login uid
+    assert message.endswith(f": 'al*' on {sim.path}: 1 connections kicked"), line
+
+
+def test_a_2_3_kick_names_the_users_and_options(syslog: SyslogSocket) -> None:
+    ghost = nonexistent_pid()  # gone already: counted as kicked, and nothing real is signalled
+    with AnvilSimulator(1, sessions=[SimSession(ghost, "jane", ip="192.0.2.10")]) as sim:
+        assert kick(syslog, "-a", sim.path, "--force", "jane", "192.0.2.0/24")[0] == 0
+        assert kick(syslog, "-a", sim.path, "nobody")[0] == 68
+        first, second = syslog.lines()
+    assert first.endswith(f": --force jane 192.0.2.0/24 on {sim.path}: kicked jane"), first
+    assert second.endswith(f": nobody on {sim.path}: no users kicked"), second
+
+
+def test_refused_kicks_are_logged(syslog: SyslogSocket) -> None:
+    with AnvilSimulator(1, sessions=[SimSession(nonexistent_pid(), "jane", ip="192.0.2.10")]) as sim:
+        assert kick(syslog, "-a", sim.path, "-h", "10.0.0.7", "jane")[0] == 64
+        assert kick(syslog, "-a", sim.path)[0] == 64
+        missing = f"{sim.path}.missing"
+        assert kick(syslog, "-a", missing, "jane")[0] == 75
+        on_23, no_masks, no_socket = syslog.lines()
+    assert f"kick by {ME}: -h 10.0.0.7 jane on {sim.path}: refused (exit 64): this server speaks" in on_23
+    assert no_masks.endswith(f": (no arguments) on {sim.path}: refused (exit 64): {NO_MASKS}"), no_masks
+    assert f"jane on {missing}: refused (exit 75): " in no_socket
+
+
+def test_control_characters_stay_on_one_line(syslog: SyslogSocket) -> None:
+    with AnvilSimulator(2, sessions=[]) as sim:
+        assert kick(syslog, "-a", sim.path, "evil\nFAKE: kick by uid=1")[0] == 0
+        (line,) = syslog.lines()
+    assert "\n" not in line and "evil\\x0aFAKE" in line
+
+
+def test_dry_runs_are_not_logged(syslog: SyslogSocket) -> None:
+    with AnvilSimulator(2, sessions=[SimSession(1001, "alice", ip="192.0.2.10", guid=G1)]) as sim:
+        assert kick(syslog, "-a", sim.path, "--dry-run", "alice")[0] == 0
+        assert syslog.lines() == []
+        assert len(sim.sessions) == 1
+
+
+def test_no_syslog_never_fails_the_kick(tmp_path: Path) -> None:
+    with AnvilSimulator(2, sessions=[SimSession(1001, "alice", ip="192.0.2.10", guid=G1)]) as sim:
+        assert kick(tmp_path / "no-such-socket", "-a", sim.path, "alice") == (
+            0,
+            b"1 connections kicked\n",
+            b"",
+        )
+        assert sim.sessions == []
