@@ -21,6 +21,9 @@ Stable names (semantic versioning applies to them):
   :class:`KickRequest`, :class:`SessionV1`, :class:`SessionV2`, :class:`PenaltyRecord`
 - Dovecot's tab escaping, for transports of one's own: :func:`split_tabescaped`,
   :func:`join_tabescaped` (bytes, as on the wire)
+- remote servers (``-S``): :class:`Transport`, :class:`KickOutcome`, :class:`Answer`,
+  :class:`ServerFailure`; a command's ``remote_servers()``, ``ask_servers()``,
+  ``emit_merged()`` and ``report_failures()`` do the rest
 - testing: :class:`AnvilSimulator`, :class:`SimSession`, :func:`run_dvadm`
 """
 
@@ -64,6 +67,10 @@ _WHERE = {
     "PenaltyRecord": "doveadm_py.anvil",
     "split_tabescaped": "doveadm_py.anvil.escape",
     "join_tabescaped": "doveadm_py.anvil.escape",
+    "Transport": "doveadm_py.transport.base",
+    "KickOutcome": "doveadm_py.transport.base",
+    "Answer": "doveadm_py.transport.fleet",
+    "ServerFailure": "doveadm_py.transport.fleet",
     "AnvilSimulator": "doveadm_py.anvil.simulator",
     "SimSession": "doveadm_py.anvil.simulator",
     "run_dvadm": "doveadm_py.testing.cli",

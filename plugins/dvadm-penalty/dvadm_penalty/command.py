@@ -5,6 +5,9 @@ PENALTY-DUMP is the same in Dovecot 2.3 and 2.4; only the handshake differs, and
 as an IP and the parsed address is printed, so an ident that is no IP prints as an empty
 IP and no network contains it. Rows keep anvil's order (least recently updated first).
 
+With ``-S`` the penalties come from remote servers' doveadm HTTP API (rows as each server
+printed them, times in its local time zone), merged with a leading ``server`` column.
+
 Only :mod:`doveadm_py.api` is used: this is what any third-party command can do.
 """
 
@@ -13,7 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from doveadm_py.api import DvadmCommand, Header, add_socket_path_argument, canonical_ip, parse_netmask
 
@@ -33,7 +36,7 @@ LAST_UPDATE_FORMAT = "%H:%M:%S"
 class Penalty(DvadmCommand):
     """Show the auth-failure penalties anvil keeps per client IP."""
 
-    usage = "[-a <anvil socket path>] [<ip/bits>]"
+    usage = "[-a <anvil socket path> | -S <server> ...] [<ip/bits>]"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_socket_path_argument(parser)
@@ -44,11 +47,27 @@ class Penalty(DvadmCommand):
     def take_action(self, parsed_args: argparse.Namespace) -> int:
         # A bad mask is a usage error before anything is sent to anvil.
         network = None if parsed_args.netmask is None else parse_netmask(parsed_args.netmask)
+        servers = self.remote_servers(parsed_args)
+        if servers is not None:
+            return self.fleet_penalty(servers, None if network is None else network.contains)
         with self.anvil(parsed_args.socket_path) as client:
             records = client.penalty_dump()  # the request is sent here: the protocol is settled
             rows = penalty_rows(records, None if network is None else network.contains)
             self.emit(HEADERS, rows, generation=client.protocol)
         return 0
+
+    def fleet_penalty(self, servers: list[Any], in_network: Callable[[str], bool] | None) -> int:
+        """Every server's penalty rows at once; a failed server is named on stderr (exit 75)."""
+        from doveadm_py.api import Answer
+
+        answers = self.ask_servers(servers, lambda server: list(server.penalty_rows()))
+        parts = [
+            (answer.name, HEADERS, [r for r in answer.value if in_network is None or in_network(r[0])], 2)
+            for answer in answers
+            if isinstance(answer, Answer)
+        ]
+        self.emit_merged(parts)
+        return self.report_failures(answers)
 
 
 def penalty_rows(

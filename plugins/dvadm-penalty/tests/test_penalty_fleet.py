@@ -1,0 +1,87 @@
+"""``dvadm penalty -S``: penalties of two real Dovecot 2.3 servers through their doveadm HTTP API.
+
+The merged result must be each server's local ``dvadm penalty`` (itself tested byte for byte
+against ``doveadm penalty``) with a leading server column, in fleet-file order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from doveadm_py.api import run_dvadm
+from doveadm_py.testing import DovecotInstance, failed_login
+from doveadm_py.testing.dovecot import free_port
+from doveadm_py.testing.fixtures import require_dovecot
+from doveadm_py.testing.fleet import http_api_conf, write_fleet
+
+ATTEMPTS = [
+    ("one", "127.0.0.77", "wrong-1"),
+    ("two", "127.0.0.78", "wrong-1"),
+    ("two", "127.0.0.79", "wrong-2"),
+]
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, DovecotInstance], Path]]:
+    require_dovecot()
+    instances: dict[str, DovecotInstance] = {}
+    entries = {}
+    try:
+        for name in ("one", "two"):
+            port = free_port()
+            instances[name] = DovecotInstance(extra_conf=http_api_conf(port, f"{name}-penalty-key")).start()
+            entries[name] = {"url": f"http://127.0.0.1:{port}", "key": f"{name}-penalty-key"}
+        fleet_file = write_fleet(tmp_path_factory.mktemp("penalty-fleet"), entries)
+        with ThreadPoolExecutor(len(ATTEMPTS)) as pool:
+            replies = pool.map(
+                lambda a: failed_login(
+                    instances[a[0]].host, instances[a[0]].imap_port or 0, "jane", a[2], a[1]
+                ),
+                ATTEMPTS,
+            )
+            assert all(reply.startswith(b"a NO [AUTHENTICATIONFAILED]") for reply in replies)
+        yield instances, fleet_file
+    finally:
+        for instance in instances.values():
+            instance.stop()
+
+
+@pytest.mark.usefixtures("penalty_plugin")
+@pytest.mark.parametrize("args", [(), ("127.0.0.78/31",), ("10.0.0.0/8",)])
+def test_fleet_penalty_is_each_servers_penalty_with_the_server_column(
+    servers: tuple[dict[str, DovecotInstance], Path], args: tuple[str, ...]
+) -> None:
+    instances, fleet_file = servers
+    proc = run_dvadm(
+        "-f", "tab", "penalty", "-S", "all", *args, env=dict(os.environ, DVADM_FLEET=str(fleet_file))
+    )
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    expected = [b"server\tIP\tpenalty\tlast_penalty\tlast_update"]
+    for name, instance in instances.items():
+        local = run_dvadm("-f", "tab", "penalty", "-a", str(instance.anvil_path), *args)
+        assert local.returncode == 0
+        expected += [name.encode() + b"\t" + row for row in local.stdout.splitlines()[1:]]
+    assert proc.stdout.splitlines() == expected
+    assert len(expected) == {(): 4, ("127.0.0.78/31",): 3, ("10.0.0.0/8",): 1}[args]
+
+
+@pytest.mark.usefixtures("penalty_plugin")
+def test_fleet_penalty_with_a_server_down(
+    servers: tuple[dict[str, DovecotInstance], Path], tmp_path: Path
+) -> None:
+    _, fleet_file = servers
+    down = free_port()
+    text = (
+        fleet_file.read_text() + f'\n[servers.down]\nurl = "http://127.0.0.1:{down}"\napi_key_env = "HOME"\n'
+    )
+    (tmp_path / "fleet.toml").write_text(text)
+    env = dict(os.environ, DVADM_FLEET=str(tmp_path / "fleet.toml"))
+    proc = run_dvadm("-f", "tab", "penalty", "-S", "all", env=env)
+    assert proc.returncode == 75
+    assert proc.stderr.decode().startswith(f"Error: down: cannot connect to http://127.0.0.1:{down}: ")
+    assert len(proc.stdout.splitlines()) == 4
