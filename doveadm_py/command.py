@@ -105,6 +105,11 @@ class DvadmCommand(Command):
         """Options may follow positionals, as with doveadm's getopt_long permutation."""
         return parser.parse_intermixed_args(argv)
 
+    def run(self, parsed_args: argparse.Namespace) -> Any:
+        # A command that never asks for remote_servers() must not quietly act locally on -S.
+        self._servers_given = bool(getattr(parsed_args, "servers", None))
+        return super().run(parsed_args)
+
     # -- shared services -------------------------------------------------------------
 
     @property
@@ -125,6 +130,11 @@ class DvadmCommand(Command):
         """
         from .anvil import AnvilClient
         from .settings import ANVIL_TIMEOUT, KICK_TIMEOUT
+
+        if getattr(self, "_servers_given", False):
+            raise UsageError(
+                f"'{self.cmd_name}' does not support -S (remote servers): it reads the local anvil"
+            )
 
         settings = self.settings
         path = socket_path or settings.anvil_path

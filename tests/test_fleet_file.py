@@ -146,3 +146,28 @@ def test_timeouts_option_wins_then_server_then_defaults(tmp_path: Path) -> None:
 def test_credentials_need_a_secret() -> None:
     with pytest.raises(ValueError):
         Credentials()
+
+
+def test_a_command_without_remote_support_refuses_s() -> None:
+    """A plugin that only knows the local anvil must not act locally when asked for a server."""
+    import argparse
+
+    from doveadm_py.command import DvadmCommand
+    from doveadm_py.sessionview import add_socket_path_argument
+
+    class LocalOnly(DvadmCommand):
+        def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+            add_socket_path_argument(parser)
+
+        def take_action(self, parsed_args: argparse.Namespace) -> int:
+            with self.anvil(parsed_args.socket_path):
+                return 0
+
+    from types import SimpleNamespace
+
+    app = SimpleNamespace(command_manager=SimpleNamespace(namespace="dvadm.test.commands"))
+    cmd = LocalOnly(app, None, cmd_name="local only")
+    parsed = cmd.get_parser("dvadm local only").parse_intermixed_args(["-S", "all"])
+    with pytest.raises(UsageError) as info:
+        cmd.run(parsed)
+    assert info.value.message == "'local only' does not support -S (remote servers): it reads the local anvil"

@@ -66,12 +66,12 @@ def test_help_names_the_providing_distribution() -> None:
     listing = run_dvadm("help")
     assert listing.returncode == 0
     assert HELP_LINE.search(listing.stdout), listing.stdout
-    assert b"dvadm penalty [-a <anvil socket path>] [<ip/bits>]" in listing.stdout
+    assert b"dvadm penalty [-a <anvil socket path> | -S <server> ...] [<ip/bits>]" in listing.stdout
     assert b"who" in listing.stdout and b"[from dvadm]" not in listing.stdout  # builtins carry no note
     for argv in (("help", "penalty"), ("penalty", "--help")):
         proc = run_dvadm(*argv)
         assert proc.returncode == 0
-        assert proc.stdout.startswith(b"usage: dvadm penalty [-a <anvil socket path>] [<ip/bits>]\n")
+        assert proc.stdout.startswith(b"usage: dvadm penalty [-a <anvil socket path> | -S <server> ...] [<ip/bits>]\n")
         assert proc.stdout.endswith(b"This command is provided by the dvadm-penalty distribution.\n")
 
 
