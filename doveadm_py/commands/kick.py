@@ -49,6 +49,10 @@ class Kick(DvadmCommand):
     def take_action(self, parsed_args: argparse.Namespace) -> int:
         from ..kick_report import print_report
 
+        if parsed_args.servers:
+            from ..transport.kick import fleet_kick
+
+            return fleet_kick(self, parsed_args)
         self.server: str | None = parsed_args.socket_path
         try:
             report = self.run_kick(parsed_args)
@@ -61,11 +65,6 @@ class Kick(DvadmCommand):
     def run_kick(self, parsed_args: argparse.Namespace) -> KickReport:
         """Check the command line, kick (or dry-run) and return what happened; prints nothing."""
         filter_, dest_host = validate(parsed_args)
-        servers = self.remote_servers(parsed_args)
-        if servers is not None:
-            from ..transport.kick import fleet_kick
-
-            return fleet_kick(self, servers, filter_, dest_host, parsed_args)
         with self.anvil(parsed_args.socket_path) as client:
             self.server = client.path
             # A greeting proves 2.4. Silence is only provisionally 2.3: the (read-only) dump

@@ -11,10 +11,10 @@ it would signal) and kicks nothing.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..errors import EX_NOTFOUND, EX_TEMPFAIL
+from ..kick_report import DRY_RUN, KICKED, NONE, WARNING, KickReport
 from ..kick_v1 import NEEDS_24, group_by_pid, sorted_names
 from ..kick_v2 import dest_matches, exact_matches
 from ..masks import Filter
@@ -29,21 +29,14 @@ HEADERS = (
 )
 
 
-class ServerKick(NamedTuple):
-    """One server's kick: what it kicked, or the sessions it would (dry run), or why it refused."""
-
-    protocol: int
-    alt_fields: tuple[str, ...] = ()
-    connections: int = 0
-    users: tuple[str, ...] = ()
-    refused: tuple[str, ...] = ()
-    targets: tuple[Any, ...] = ()
-
-
 def kick_server(
     server: HttpTransport, filter_: Filter, dest_host: str | None, args: argparse.Namespace
-) -> ServerKick:
-    """Plan from the server's session list, then (unless dry run or refused) its own kick."""
+) -> KickReport:
+    """Plan from the server's session list, then (unless dry run or refused) its own kick.
+
+    ``count`` is the connections kicked (2.4: the server's count; 2.3: the listed sessions
+    of the users the server reports kicked), ``users`` who they belonged to.
+    """
     dump = server.sessions()
     sessions = list(dump)
     if dump.protocol == 1:
@@ -57,11 +50,11 @@ def kick_server(
     else:
         alt_index = None if field is None else dump.alt_fields.index(field)
         targets = [s for s in select_sessions(sessions, filter_, alt_index) if dest_matches(s, dest_host)]
-    users = tuple(dict.fromkeys(s.username for s in targets))
     if args.dry_run:
-        return ServerKick(2, dump.alt_fields, targets=tuple(targets))
+        return KickReport(2, DRY_RUN, sessions=targets, alt_fields=dump.alt_fields)
     outcome = server.kick(args.masks, dest_host, field)
-    return ServerKick(2, dump.alt_fields, outcome.count, users)
+    users = list(dict.fromkeys(s.username for s in targets))
+    return KickReport(2, KICKED, users=users, count=outcome.count)
 
 
 def _kick_v1(
@@ -70,7 +63,7 @@ def _kick_v1(
     filter_: Filter,
     dest_host: str | None,
     args: argparse.Namespace,
-) -> ServerKick:
+) -> KickReport:
     if args.passdb_field is not None:
         raise RemoteError(f"{server.name}: {NEEDS_24.format(what='alternative usernames (-f passdb_field)')}")
     if dest_host is not None:
@@ -80,53 +73,62 @@ def _kick_v1(
     partly = [p for p in pids.values() if p.matched and not p.all_matched]
     others = sorted_names(u for p in partly for u in p.users if u not in p.matched)
     if others and not args.force:
-        return ServerKick(1, refused=tuple(others))
-    targets = tuple(s for s in sessions if s.pid in chosen)
+        return KickReport(1, WARNING, users=others, count=0)
+    targets = [s for s in sessions if s.pid in chosen]
     if args.dry_run:
-        return ServerKick(1, targets=targets)
+        return KickReport(1, DRY_RUN, sessions=targets)
     if not chosen:
-        return ServerKick(1)
+        return KickReport(1, NONE, count=0, exit_code=EX_NOTFOUND)
     outcome = server.kick(args.masks, None, None)
     kicked = set(outcome.users)
+    if not kicked:
+        return KickReport(1, NONE, count=0, exit_code=EX_NOTFOUND)
     connections = sum(s.refcount for s in targets if s.username in kicked)
-    return ServerKick(1, connections=connections, users=tuple(sorted_names(kicked)))
+    return KickReport(1, KICKED, users=sorted_names(kicked), count=connections)
 
 
-def fleet_kick(cmd: Any, servers: Sequence[Any], filter_: Filter, dest_host: str | None, args: Any) -> int:
-    """Kick on every server at once; one row per server and a total, or the dry run's sessions.
+def fleet_kick(cmd: Any, args: argparse.Namespace) -> int:
+    """Kick on every ``-S`` server at once; one row per server and a total, or the dry run's sessions.
 
-    Exit: 75 if a server failed; else 68 when nothing was kicked and every server is a 2.3
-    (as the local 2.3 kick); else 0.
+    Each server's kick (or failure) gets its audit line. Exit: 75 if a server failed; else 68
+    when nothing was kicked anywhere and every server is a 2.3 (as the local 2.3 kick); else 0.
     """
+    from ..commands.kick import validate
+    from ..errors import TempFailError
     from .fleet import Answer
 
+    filter_, dest_host = validate(args)
+    servers = cmd.remote_servers(args)
     answers = cmd.ask_servers(servers, lambda server: kick_server(server, filter_, dest_host, args))
     done = [(a.name, a.value) for a in answers if isinstance(a, Answer)]
+    for answer in answers:
+        cmd.server = answer.name
+        if isinstance(answer, Answer):
+            cmd.audit(args, answer.value, None)
+        else:
+            cmd.audit(args, None, TempFailError(answer.message))
     err = cmd.app.stderr
-    for name, result in done:
-        if result.refused:
+    for name, report in done:
+        if report.status == WARNING:
             err.write(
                 f"Warning: {name}: nothing kicked: other connections would also be kicked from "
-                f"following users: {' '.join(result.refused)}; use the '--force' option to enforce it\n"
+                f"following users: {' '.join(report.users)}; use the '--force' option to enforce it\n"
             )
     if args.dry_run:
-        parts = [
-            (
-                name,
-                separate_headers(r.protocol, r.alt_fields),
-                separate_rows(r.protocol, r.targets, len(r.alt_fields)),
-                r.protocol,
-            )
-            for name, r in done
-        ]
+        parts = []
+        for name, r in done:
+            headers = separate_headers(r.generation, r.alt_fields)
+            rows = separate_rows(r.generation, r.sessions, len(r.alt_fields))
+            parts.append((name, headers, rows, r.generation))
         cmd.emit_merged(parts)
         return cmd.report_failures(answers)
-    rows = [(name, str(r.connections), " ".join(r.users)) for name, r in done]
-    total = sum(r.connections for _, r in done)
+    kicked = [(name, r) for name, r in done if r.status == KICKED]
+    rows = [(name, str(r.count or 0), " ".join(r.users) if r.status == KICKED else "") for name, r in done]
+    total = sum(r.count or 0 for _, r in kicked)
     rows.append(("total", str(total), ""))
-    cmd.emit(HEADERS, rows, formatter="table", generation=max((r.protocol for _, r in done), default=2))
+    cmd.emit(HEADERS, rows, formatter="table", generation=max((r.generation for _, r in done), default=2))
     if cmd.report_failures(answers):
         return EX_TEMPFAIL
-    if total == 0 and done and all(r.protocol == 1 for _, r in done):
+    if total == 0 and done and all(r.generation == 1 for _, r in done):
         return EX_NOTFOUND
     return 0

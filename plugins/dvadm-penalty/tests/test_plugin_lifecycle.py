@@ -71,7 +71,9 @@ def test_help_names_the_providing_distribution() -> None:
     for argv in (("help", "penalty"), ("penalty", "--help")):
         proc = run_dvadm(*argv)
         assert proc.returncode == 0
-        assert proc.stdout.startswith(b"usage: dvadm penalty [-a <anvil socket path> | -S <server> ...] [<ip/bits>]\n")
+        assert proc.stdout.startswith(
+            b"usage: dvadm penalty [-a <anvil socket path> | -S <server> ...] [<ip/bits>]\n"
+        )
         assert proc.stdout.endswith(b"This command is provided by the dvadm-penalty distribution.\n")
 
 
