@@ -13,6 +13,7 @@ import json
 import subprocess
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -246,3 +247,17 @@ def test_dry_run_matching_nothing_exits_as_the_kick(server: DovecotInstance) -> 
     assert (ours.code, ours.gone, done.stderr) == (68, set(), b"")
     theirs, _ = kick_on_fresh_sessions(server, doveadm(server, "nobody*"), [], "doveadm")
     assert theirs.code == 68
+
+
+@pytest.mark.parametrize(
+    "extra_conf",
+    ["verbose_proctitle = yes\n", "instance_name = dvadm-test\n"],
+    ids=["verbose_proctitle", "instance_name"],
+)
+def test_real_process_titles_are_recognised(dovecot_factory: Any, extra_conf: str) -> None:
+    """Titles as Dovecot 2.3 sets them: ``dovecot/imap [jane 127.0.0.1]`` with verbose_proctitle,
+    ``dovecot-dvadm-test/imap`` with an instance name. Both are still kicked."""
+    instance = dovecot_factory(extra_conf=extra_conf)
+    expected = [("jane", "127.0.0.1")]
+    ours, done = kick_on_fresh_sessions(instance, dvadm(instance, "jane"), expected, "dvadm", SESSIONS[:2])
+    assert (ours.code, ours.gone, done.stderr) == (0, set(expected), b""), done.stderr

@@ -1,0 +1,71 @@
+"""``dvadm kick`` on real Dovecot 2.4 servers (Debian's 2.4.1 and 2.4.5 chroots), next to their own
+``doveadm kick``: machine formats byte for byte, and a dry run listing exactly what the kick then kicks,
+with direct and proxied logins (an ``imap-login`` session plus the backend session it opened).
+
+2.4's lmtp (the one unkickable service) is not in the chroots (no dovecot-lmtpd); the simulator covers
+it (tests/test_kick_sim.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from doveadm_py.testing import DovecotInstance, open_sessions, wait_registered
+from doveadm_py.testing.cli import run_dvadm
+from doveadm_py.testing.fixtures import dovecot_servers
+from doveadm_py.testing.servers import DovecotServer
+
+pytestmark = [pytest.mark.dovecot, dovecot_servers("2.4-trixie", "2.4-sid")]
+
+DIRECT = [("jane", "127.0.0.1"), ("foo", "127.0.0.5")]
+PROXIED = [("jano", "127.0.0.2")]
+
+
+@pytest.fixture(scope="module")
+def server(dovecot_server: DovecotServer) -> Iterator[DovecotInstance]:
+    with DovecotInstance(server=dovecot_server, proxy=True) as instance:
+        yield instance
+
+
+def dvadm_kick(
+    instance: DovecotInstance, *args: str, formatter: str | None = None
+) -> tuple[int, bytes, bytes]:
+    pre = ("-f", formatter) if formatter else ()
+    done = run_dvadm(*pre, "kick", "-a", str(instance.anvil_path), *args, timeout=60)
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("formatter", ["json", "tab", "flow"])
+def test_machine_formats_match_doveadm(server: DovecotInstance, formatter: str) -> None:
+    outputs = []
+    for tool in ("dvadm", "doveadm"):
+        wait_registered(server, 0, timeout=10)
+        with open_sessions(server, DIRECT) as group:
+            if tool == "dvadm":
+                code, out, err = dvadm_kick(server, "jane", formatter=formatter)
+            else:
+                done = server.doveadm("-f", formatter, "kick", "jane")
+                code, out, err = done.returncode, done.stdout, done.stderr
+            assert group.wait_for_disconnects([DIRECT[0]], timeout=10, settle=0.3) == {DIRECT[0]}
+        outputs.append((code, out, err))
+    assert outputs[0] == outputs[1]
+    assert outputs[0][0] == 0 and b"1" in outputs[0][1]
+
+
+def test_dry_run_lists_what_the_kick_kicks(server: DovecotInstance) -> None:
+    wait_registered(server, 0, timeout=10)
+    with (
+        open_sessions(server, DIRECT) as direct,
+        open_sessions(server, PROXIED, port=server.proxy_port) as proxied,
+    ):
+        code, out, err = dvadm_kick(server, "--dry-run", "*")
+        assert (code, err) == (0, b"")
+        rows = out.decode().splitlines()[1:]
+        services = sorted(row.split()[1] for row in rows)
+        assert services == ["imap", "imap", "imap", "imap-login"]  # the proxied login is two sessions
+        assert direct.wait_for_disconnects([], timeout=1, settle=0.3) == set()
+        code, out, err = dvadm_kick(server, "*")
+        assert (code, out, err) == (0, b"%d connections kicked\n" % len(rows), b"")
+        assert direct.wait_for_disconnects(DIRECT, timeout=10) == set(DIRECT)
+        assert proxied.wait_for_disconnects(PROXIED, timeout=10) == set(PROXIED)
