@@ -57,6 +57,44 @@ class _HelpAction(argparse.Action):
         raise HelpRequested()
 
 
+def permute(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split argv as GNU getopt_long does: (option words, positionals), each in order.
+
+    A word starting with ``-`` is an option (with its value, attached or the next word); the
+    first ``--`` ends the options. A value that looks like an option is attached
+    (``-a-x``, ``--socket-path=-x``) so that argparse takes it as getopt does.
+    """
+    takes_value = {name: action.nargs != 0 for name, action in parser._option_string_actions.items()}
+    options: list[str] = []
+    positionals: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            positionals.extend(words)
+            break
+        if len(word) < 2 or word[0] != "-":
+            positionals.append(word)
+            continue
+        if word.startswith("--"):
+            needs_value = "=" not in word and takes_value.get(word, False)
+        else:  # a cluster of short options: the first that takes a value ends it
+            needs_value = False
+            for index in range(1, len(word)):
+                if takes_value.get(f"-{word[index]}"):
+                    needs_value = index == len(word) - 1
+                    break
+        value = next(words, None) if needs_value else None
+        if value is None:
+            options.append(word)
+        elif value == "--":  # argparse drops a '--' value; getopt would take it
+            raise UsageError(f"{parser.prog}: '--' given as the value of {word}")
+        elif value.startswith("-"):
+            options.append(f"{word}={value}" if word.startswith("--") else word + value)
+        else:
+            options.extend((word, value))
+    return options, positionals
+
+
 def add_epilog(parser: argparse.ArgumentParser, note: str) -> None:
     if note:
         parser.epilog = f"{parser.epilog}\n\n{note}" if parser.epilog else note
@@ -102,8 +140,13 @@ class DvadmCommand(Command):
         """Add the command's options and positionals (override)."""
 
     def parse_arguments(self, parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
-        """Options may follow positionals, as with doveadm's getopt_long permutation."""
-        return parser.parse_intermixed_args(argv)
+        """doveadm's getopt_long: options may follow positionals, ``--`` ends the options.
+
+        argparse's own intermixed parsing rejects ``kick -- -bob``, so the words are sorted
+        here as getopt permutes them, and argparse gets options, ``--``, positionals.
+        """
+        options, positionals = permute(parser, argv)
+        return parser.parse_args([*options, "--", *positionals])
 
     def run(self, parsed_args: argparse.Namespace) -> Any:
         # A command that never asks for remote_servers() must not quietly act locally on -S.

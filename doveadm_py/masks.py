@@ -5,6 +5,11 @@ Upstream (``who_parse_masks`` in doveadm-who.c): an argument that is not all dig
 allows several on 2.3 too). A network mask while one with non-zero bits is already set is an error;
 ``/0`` means no network filter and may repeat.
 
+The generations parse IPs differently (:mod:`doveadm_py.netmask`): ``fe80::1%eth0`` is a network
+to 2.4 and a username to 2.3, ``1.2.3.4 x`` the reverse. The generation is known only once
+connected, so :func:`parse_masks` keeps both readings when they differ and
+:meth:`Filter.for_protocol` picks the server's; a reading that is an error fails only there.
+
 Deliberate differences, both for ``kick`` safety: an argument whose address parses but whose bits do not
 (``10.0.0.0/33``) is an error instead of a username mask that silently matches nobody, and an empty mask
 is an error instead of matching only empty usernames.
@@ -31,7 +36,7 @@ __all__ = [
 class Filter:
     """The username masks (OR-ed) AND the network a session or user must match."""
 
-    __slots__ = ("_user_match", "network", "user_masks")
+    __slots__ = ("_readings", "_user_match", "network", "user_masks")
 
     user_masks: tuple[str, ...]
     network: Network | None
@@ -41,6 +46,17 @@ class Filter:
         object.__setattr__(self, "user_masks", masks)
         object.__setattr__(self, "network", network if network is not None and network.bits else None)
         object.__setattr__(self, "_user_match", compile_user_masks(masks) if masks else None)
+        object.__setattr__(self, "_readings", None)
+
+    def for_protocol(self, protocol: int) -> Filter:
+        """The masks as the server's generation reads them (1: 2.3, 2: 2.4); UsageError if wrong there."""
+        readings = self._readings
+        if readings is None:
+            return self
+        reading = readings[protocol]
+        if isinstance(reading, UsageError):
+            raise reading
+        return reading
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
@@ -91,29 +107,54 @@ def _is_numeric(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def _bad_bits_error(arg: str) -> UsageError | None:
+def _bad_bits_error(arg: str, protocol: int) -> UsageError | None:
     """The error for ``ip/bits`` whose address parses but whose bits do not, else None."""
     address, slash, _ = arg.partition("/")
-    parsed = parse_ip(address) if slash else None
+    parsed = parse_ip(address, protocol) if slash else None
     if parsed is None:
         return None
     limit = "0-32 for an IPv4" if parsed[0] == 4 else "0-128 for an IPv6"
     return UsageError(f"Invalid network mask '{arg}': bits must be a decimal number {limit} address")
 
 
-def parse_masks(args: Sequence[str]) -> Filter:
-    """Classify positional masks as doveadm does; UsageError (exit 64) for the cases above."""
+def parse_masks(args: Sequence[str], protocol: int | None = None) -> Filter:
+    """Classify positional masks as doveadm does; UsageError (exit 64) for the cases above.
+
+    Without ``protocol`` the result reads the masks as 2.3 does; when 2.4 reads them
+    differently, :meth:`Filter.for_protocol` gives that reading (an error in both is raised now).
+    """
+    if protocol is not None:
+        return _classify(args, protocol)
+    readings: dict[int, Filter | UsageError] = {}
+    for generation in (1, 2):
+        try:
+            readings[generation] = _classify(args, generation)
+        except UsageError as err:
+            readings[generation] = err
+    first, second = readings[1], readings[2]
+    if isinstance(first, UsageError) and isinstance(second, UsageError):
+        raise first
+    if isinstance(first, Filter) and isinstance(second, Filter) and first == second:
+        return first
+    chosen = first if isinstance(first, Filter) else second
+    assert isinstance(chosen, Filter)
+    result = Filter(chosen.user_masks, chosen.network)
+    object.__setattr__(result, "_readings", readings)
+    return result
+
+
+def _classify(args: Sequence[str], protocol: int) -> Filter:
     user_masks: list[str] = []
     network: Network | None = None
     for arg in args:
         if not _is_numeric(arg):
-            candidate = parse_net_range(arg)
+            candidate = parse_net_range(arg, protocol)
             if candidate is not None:
                 if network is not None and network.bits:
                     raise UsageError("Multiple network masks not supported")
                 network = candidate
                 continue
-            error = _bad_bits_error(arg)
+            error = _bad_bits_error(arg, protocol)
             if error is not None:
                 raise error
         if not arg:

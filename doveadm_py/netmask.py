@@ -1,10 +1,19 @@
-"""IP addresses and ranges parsed and matched the way doveadm 2.3 does it (``src/lib/net.c``).
+"""IP addresses and ranges parsed and matched the way doveadm does it (``src/lib/net.c``).
 
-doveadm accepts more than canonical text: ``net_addr2ip`` reads a decimal dotted quad (leading zeros are
-decimal), else any ``inet_aton`` form (``1.2`` = 1.0.0.2, ``0x7f.1``, a single number, trailing
-whitespace followed by anything), else ``inet_pton`` for text with a ``:`` (``[v6]`` brackets allowed).
+This is dvadm's one IP parser: masks, ``-h``, penalty netmasks and the IPs of dump lines all
+go through :func:`parse_ip`. ``net_addr2ip`` first reads a decimal number or dotted quad
+(leading zeros are decimal: ``09.1.1.1`` is 9.1.1.1, which plain ``inet_aton`` rejects as
+bad octal); otherwise:
+
+- 2.3 (``protocol=1``): ``inet_pton`` for text with a ``:`` (``[v6]`` brackets allowed),
+  else ``inet_aton`` (``1.2`` = 1.0.0.2, ``0x7f.1``, a single number, trailing whitespace
+  followed by anything).
+- 2.4 (``protocol=2``): ``getaddrinfo`` with ``AI_NUMERICHOST``: the same forms without
+  trailing junk, and IPv6 link-local addresses with a ``%scope`` (``fe80::1%eth0``).
+
 ``net_is_in_network`` turns an IPv4-mapped *client* address into IPv4 first, never the network, so a
-``::ffff:a.b.c.d/n`` network can never match an IPv4-mapped client (upstream behaviour, kept).
+``::ffff:a.b.c.d/n`` network can never match an IPv4-mapped client (upstream behaviour, kept). A
+network with a scope (2.4) matches only clients with the same scope.
 
 The socket module wraps the C functions, so glibc's rules apply; the ``ipaddress`` module is slower to
 import and use, and is stricter than doveadm.
@@ -21,8 +30,8 @@ _MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
 _C_SPACE = " \t\n\v\f\r"  # isspace() in the C locale
 _CACHE_LIMIT = 1 << 16  # cached client IPs per network; cleared (not evicted) when full
 
-IPAddress = tuple[int, bytes]
-"""(family 4 or 6, packed address bytes in network order)."""
+IPAddress = tuple[int, bytes, int]
+"""(family 4 or 6, packed address bytes in network order, IPv6 scope id or 0)."""
 
 
 def _decimal_uint(text: str) -> int | None:
@@ -36,10 +45,12 @@ def _decimal_uint(text: str) -> int | None:
     return value if value <= 0xFFFFFFFF else None
 
 
-def _inet4_fast(text: str) -> bytes | None:
-    """net_addr2ip_inet4_fast: one decimal number, or four decimal parts < 256 (leading zeros allowed)."""
+def _inet4_fast(text: str, protocol: int) -> bytes | None:
+    """net_addr2ip_inet4_fast: four decimal parts < 256 (leading zeros allowed), or (2.3) one number."""
     parts = text.split(".")
     if len(parts) == 1:
+        if protocol != 1:
+            return None
         value = _decimal_uint(text)
         return None if value is None else value.to_bytes(4, "big")
     if len(parts) != 4:
@@ -67,41 +78,58 @@ def _inet_aton(text: str) -> bytes | None:
         return None
 
 
-def parse_ip(text: str) -> IPAddress | None:
-    """doveadm's net_addr2ip (2.3): (family, packed) or None when the text is not an address."""
-    if ":" in text:
-        if text.startswith("[") and text.endswith("]"):
-            text = text[1:-1]
-        try:
-            return 6, socket.inet_pton(socket.AF_INET6, text)
-        except (OSError, ValueError):
-            return None
+def _getaddrinfo(text: str) -> IPAddress | None:
+    """2.4's net_addr2ip after its fast path: getaddrinfo(AI_NUMERICHOST), scope included."""
+    if not text or not text.isascii() or "\0" in text:
+        return None
+    try:  # bytes: no IDNA encoding (which fails on long labels), as C sees the text
+        info = socket.getaddrinfo(text.encode("ascii"), None, flags=socket.AI_NUMERICHOST)
+    except (OSError, UnicodeError, ValueError):
+        return None
+    family, sockaddr = info[0][0], info[0][4]
+    if family == socket.AF_INET:
+        return 4, socket.inet_pton(socket.AF_INET, sockaddr[0]), 0
+    if family == socket.AF_INET6:
+        return 6, socket.inet_pton(socket.AF_INET6, sockaddr[0].partition("%")[0]), sockaddr[3]
+    return None
+
+
+def parse_ip(text: str, protocol: int = 1) -> IPAddress | None:
+    """doveadm's net_addr2ip of Dovecot 2.3 (``protocol=1``) or 2.4 (``2``); None when not an address."""
     try:  # the common canonical dotted quad: a strict subset of what _inet4_fast accepts, same result
-        return 4, socket.inet_pton(socket.AF_INET, text)
+        return 4, socket.inet_pton(socket.AF_INET, text), 0
     except (OSError, ValueError):
         pass
-    packed = _inet4_fast(text)
-    if packed is None:
-        packed = _inet_aton(text)
-    return None if packed is None else (4, packed)
+    packed = _inet4_fast(text, protocol)
+    if packed is not None:
+        return 4, packed, 0
+    if ":" in text and text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    if protocol != 1:
+        return _getaddrinfo(text)
+    if ":" in text:
+        try:
+            return 6, socket.inet_pton(socket.AF_INET6, text), 0
+        except (OSError, ValueError):
+            return None
+    packed = _inet_aton(text)
+    return None if packed is None else (4, packed, 0)
 
 
 def parse_client_ip(text: str) -> IPAddress | None:
     """A session's IP as compared with a network: IPv4-mapped IPv6 becomes IPv4.
 
-    A ``%scope`` suffix (2.4 dumps) is ignored; dvadm's networks never carry a scope.
+    A ``%scope`` suffix (2.4 dumps, link-local addresses) is read as 2.4 reads it.
     """
-    if "%" in text and ":" in text:
-        text = text.partition("%")[0]
-    parsed = parse_ip(text)
+    parsed = parse_ip(text, 2 if "%" in text and ":" in text else 1)
     if parsed is not None and parsed[0] == 6 and parsed[1][:12] == _MAPPED_PREFIX:
-        return 4, parsed[1][12:]
+        return 4, parsed[1][12:], 0
     return parsed
 
 
-def canonical_ip(text: str) -> str:
+def canonical_ip(text: str, protocol: int = 1) -> str:
     """net_ip2addr(net_addr2ip(text)): inet_ntop text, or "" when the text is not an address."""
-    parsed = parse_ip(text)
+    parsed = parse_ip(text, protocol)
     if parsed is None:
         return ""
     return socket.inet_ntop(socket.AF_INET if parsed[0] == 4 else socket.AF_INET6, parsed[1])
@@ -110,13 +138,14 @@ def canonical_ip(text: str) -> str:
 class Network:
     """An address and prefix length; ``contains`` is net_is_in_network with a per-network result cache."""
 
-    __slots__ = ("_cache", "_prefix", "_shift", "bits", "family", "network")
+    __slots__ = ("_cache", "_prefix", "_shift", "bits", "family", "network", "scope")
 
     family: int
     network: bytes
     bits: int
+    scope: int  # IPv6 scope id (2.4 ``fe80::1%eth0``), 0 for none
 
-    def __init__(self, family: int, network: bytes, bits: int) -> None:
+    def __init__(self, family: int, network: bytes, bits: int, scope: int = 0) -> None:
         max_bits = _MAX_BITS.get(family)
         if max_bits is None or len(network) * 8 != max_bits or not 0 <= bits <= max_bits:
             raise ValueError(f"bad network: family={family!r} network={network!r} bits={bits!r}")
@@ -125,6 +154,7 @@ class Network:
             ("family", family),
             ("network", bytes(network)),
             ("bits", bits),
+            ("scope", scope),
             ("_shift", shift),
             ("_prefix", int.from_bytes(network, "big") >> shift),
             ("_cache", {}),
@@ -137,17 +167,22 @@ class Network:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Network):
             return NotImplemented
-        return (self.family, self.network, self.bits) == (other.family, other.network, other.bits)
+        return self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash((self.family, self.network, self.bits))
+        return hash(self._key())
+
+    def _key(self) -> tuple[int, bytes, int, int]:
+        return self.family, self.network, self.bits, self.scope
 
     def __repr__(self) -> str:
-        return f"Network({self.family}, {self.network!r}, {self.bits})"
+        scope = f", scope={self.scope}" if self.scope else ""
+        return f"Network({self.family}, {self.network!r}, {self.bits}{scope})"
 
     def __str__(self) -> str:
         family = socket.AF_INET if self.family == 4 else socket.AF_INET6
-        return f"{socket.inet_ntop(family, self.network)}/{self.bits}"
+        scope = f"%{self.scope}" if self.scope else ""
+        return f"{socket.inet_ntop(family, self.network)}{scope}/{self.bits}"
 
     @property
     def max_bits(self) -> int:
@@ -167,21 +202,23 @@ class Network:
         parsed = parse_client_ip(ip)
         if parsed is None or parsed[0] != self.family:
             return False
+        if self.scope and parsed[2] != self.scope:  # 2.4: %iface1 != %iface2 never matches
+            return False
         return int.from_bytes(parsed[1], "big") >> self._shift == self._prefix
 
 
-def parse_net_range(text: str) -> Network | None:
+def parse_net_range(text: str, protocol: int = 1) -> Network | None:
     """doveadm's net_parse_range: ``addr[/bits]``, bits a plain decimal <= 32/128; None if invalid."""
     address, slash, bits_text = text.partition("/")
-    parsed = parse_ip(address)
+    parsed = parse_ip(address, protocol)
     if parsed is None:
         return None
-    family, packed = parsed
+    family, packed, scope = parsed
     max_bits = _MAX_BITS[family]
     bits = _decimal_uint(bits_text) if slash else max_bits
     if bits is None or bits > max_bits:
         return None
-    return Network(family, packed, bits)
+    return Network(family, packed, bits, scope)
 
 
 def parse_netmask(text: str) -> Network | None:

@@ -14,6 +14,7 @@ import pytest
 
 from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
 from doveadm_py.app import DvadmApp
+from doveadm_py.errors import UsageError
 from doveadm_py.globalopts import parse_global_options
 from doveadm_py.settings import Settings
 from doveadm_py.testing.cli import run_dvadm
@@ -311,3 +312,41 @@ def test_bad_timeout_setting_is_a_usage_error(value, sim2):
     assert proc.returncode == 64
     assert b"expected a number of seconds" in proc.stderr
     assert sim2.requests == []
+
+
+# -- `--` ends the command's options (getopt_long), for every command ------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "socket", "masks"),
+    [
+        (["kick", "--", "-bob"], None, ["-bob"]),
+        (["kick", "x", "--", "-bob", "-1"], None, ["x", "-bob", "-1"]),
+        (["kick", "-a", "s", "--", "-bob"], "s", ["-bob"]),
+        (["who", "x", "-1", "--", "-bob"], None, ["x", "-bob"]),
+        (["who", "--", "--"], None, ["--"]),  # only the first ends the options
+        (["who", "-1as", "m"], "s", ["m"]),  # a cluster ending in an option with its value
+        (["who", "-1a", "s", "m"], "s", ["m"]),
+        (["kick", "-a", "-x", "y"], "-x", ["y"]),  # getopt takes the next word as the value
+        (["kick", "--socket-path=-x", "y"], "-x", ["y"]),
+        (["kick", "-", "x"], None, ["-", "x"]),
+    ],
+)
+def test_double_dash_ends_command_options(argv, socket, masks):
+    _, args = command_args(argv)
+    assert (args.socket_path, args.masks) == (socket, masks)
+
+
+def test_kick_and_who_name_a_user_that_begins_with_a_dash(sim2):
+    sim2.sessions = [*sim2.sessions, SimSession(pid=1003, username="-bob", ip="192.0.2.30")]
+    who = run_dvadm("-f", "tab", "who", "-1", "-a", sim2.path, "--", "-bob")
+    assert who.returncode == 0, who.stderr
+    assert who.stdout.splitlines()[1].startswith(b"-bob\timap\t1003\t")
+    kick = run_dvadm("kick", "-a", sim2.path, "--", "-bob")
+    assert (kick.returncode, kick.stdout) == (0, b"1 connections kicked\n"), kick.stderr
+    assert sim2.kicks == [b"KICK-USER\t-bob"]
+
+
+def test_value_double_dash_is_refused_not_dropped():
+    with pytest.raises(UsageError, match="'--' given as the value of -a"):
+        command_args(["kick", "-a", "--", "x"])

@@ -15,15 +15,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from doveadm_py import wildcard
+from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
 from doveadm_py.errors import EX_USAGE, UsageError
 from doveadm_py.masks import Filter, Network, compile_user_masks, parse_masks, wildcard_match_icase
-from doveadm_py.netmask import canonical_ip, parse_ip, parse_net_range, parse_netmask
+from doveadm_py.netmask import canonical_ip, parse_client_ip, parse_ip, parse_net_range, parse_netmask
+from doveadm_py.testing.cli import run_dvadm
+from doveadm_py.testing.dovecot import tool_binary
+from doveadm_py.testing.fixtures import require_dovecot
 
 PROPERTY = settings(max_examples=300, deadline=None)
 
 
 def net(text: str) -> Network:
-    network = parse_net_range(text)
+    network = parse_net_range(text) or parse_net_range(text, 2)
     assert network is not None, text
     return network
 
@@ -62,7 +66,46 @@ def packed6(text: str) -> bytes:
 def test_parse_ip_accepts_doveadm_forms(text: str, expected: tuple[int, str]) -> None:
     family, address = expected
     packed = packed4(address) if family == 4 else packed6(address)
-    assert parse_ip(text) == (family, packed)
+    assert parse_ip(text) == (family, packed, 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "v23", "v24"),
+    [
+        ("09.1.1.1", "9.1.1.1", "9.1.1.1"),  # the fast path reads decimal; inet_aton alone rejects 09
+        ("010.1", "8.0.0.1", "8.0.0.1"),
+        ("16909060", "1.2.3.4", "1.2.3.4"),  # 2.4: no one-number fast path, getaddrinfo agrees
+        ("09", "0.0.0.9", None),  # ... except where only the 2.3 fast path reads decimal
+        ("1.2.3.4 anything", "1.2.3.4", None),  # 2.4: getaddrinfo wants the whole text
+        ("fe80::1%lo", None, "fe80::1%1"),  # 2.4: a scope, by name or number
+        ("fe80::1%1", None, "fe80::1%1"),
+        ("[fe80::1%1]", None, "fe80::1%1"),
+        ("fe80::1%no-such-interface", None, None),
+        ("2001:db8::1%lo", None, None),  # glibc: a scope name only for link-local addresses
+        ("[::1]", "::1", "::1"),
+    ],
+)
+def test_parse_ip_by_generation(text: str, v23: str | None, v24: str | None) -> None:
+    for protocol, expected in ((1, v23), (2, v24)):
+        if expected is None:
+            assert parse_ip(text, protocol) is None, protocol
+            continue
+        address, _, scope = expected.partition("%")
+        family = 6 if ":" in address else 4
+        packed = packed4(address) if family == 4 else packed6(address)
+        assert parse_ip(text, protocol) == (family, packed, int(scope or 0)), protocol
+
+
+def test_one_ip_parser_for_masks_and_dump_lines() -> None:
+    """``09.1.1.1`` was an IP to the masks and not to the dump parser: now both use parse_ip."""
+    from doveadm_py.anvil.records import is_valid_ip, parse_v1_line, parse_v2_line
+
+    for text in ["09.1.1.1", "1.2", "1.2.3.4 x", "fe80::1%lo", "::ffff:1.2.3.4", "jane", "1.2.3.256", "09"]:
+        assert is_valid_ip(text) is (parse_client_ip(text) is not None), text
+    assert parse_v1_line(b"imap/09.1.1.1/jane\t7\t1").ip == "09.1.1.1"
+    guid = "0123456789abcdef0123456789abcdef"
+    assert parse_v2_line(f"7\tjane\timap\t09.1.1.1\t{guid}\t".encode(), 0).ip == "09.1.1.1"
+    assert net("9.0.0.0/8").contains("09.1.1.1")
 
 
 @pytest.mark.parametrize(
@@ -145,7 +188,11 @@ def test_network_str_and_immutability() -> None:
         ("2001:db8::/32", "10.0.0.1", False),
         ("2001:db8::/33", "2001:db8:7fff::1", True),
         ("2001:db8::/33", "2001:db8:8000::1", False),
-        ("fe80::/10", "fe80::1%eth0", True),  # 2.4 dumps may carry a scope; it is ignored
+        ("fe80::/10", "fe80::1%lo", True),  # 2.4 dumps may carry a scope; a network without one ignores it
+        ("fe80::1%lo/64", "fe80::5%lo", True),  # 2.4: a network with a scope wants the same scope
+        ("fe80::1%lo/64", "fe80::5%1", True),
+        ("fe80::1%lo/64", "fe80::5", False),
+        ("fe80::1%lo/64", "fe80::5%2", False),
         ("::ffff:10.0.0.0/104", "::ffff:10.0.0.1", False),  # the network is not converted (upstream)
         ("::ffff:10.0.0.0/104", "10.0.0.1", False),
     ],
@@ -456,3 +503,63 @@ def test_import_is_light() -> None:
         [sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=30, check=True, env=env
     )
     assert result.stdout.strip() == "[]"
+
+
+# --- the generation decides what an IP is: end to end ------------------------------------------------
+
+SCOPED = [
+    SimSession(pid=1001, username="alice", ip="fe80::5%lo"),
+    SimSession(pid=1002, username="bob", ip="fe80::6"),
+    SimSession(pid=1003, username="fe80::1%lo/64", ip="192.0.2.1"),
+    SimSession(pid=1004, username="carol", ip="fe80::7%1"),
+    SimSession(pid=1005, username="dave", ip="09.1.1.1"),
+]
+
+
+def who_users(protocol: int, *args: str, doveadm: str | None = None) -> list[bytes]:
+    """The usernames ``who -1 -f tab ARGS`` lists on a simulator of ``protocol`` (dvadm or ``doveadm``)."""
+    with AnvilSimulator(protocol, sessions=SCOPED) as sim:
+        if doveadm is None:
+            proc = run_dvadm("-f", "tab", "who", "-1", "-a", sim.path, *args)
+        else:
+            argv = [doveadm, "-f", "tab", "who", "-1", "-a", sim.path, *args]
+            proc = subprocess.run(argv, capture_output=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return [line.split(b"\t")[0] for line in proc.stdout.splitlines()[1:]]
+
+
+def test_scoped_address_is_a_network_on_24():
+    """As the real doveadm 2.4.1 reads it (observed): a scope by name or number, matching that scope only."""
+    assert who_users(2, "fe80::1%lo/64") == [b"alice", b"carol"]
+    assert who_users(2, "fe80::1/64") == [b"alice", b"bob", b"carol"]
+    assert who_users(2, "fe80::1%no-such-interface/64") == []  # a username to 2.4 too
+
+
+def test_scoped_address_is_a_username_on_23():
+    assert who_users(1, "fe80::1%lo/64") == [b"fe80::1%lo/64"]
+
+
+@pytest.mark.parametrize("masks", [["fe80::1%lo/64"], ["9.0.0.0/8"], ["09.1.1.1"]])
+def test_ip_reading_matches_the_real_doveadm_23(masks):
+    require_dovecot()
+    doveadm = tool_binary("doveadm")
+    assert doveadm
+    assert who_users(1, *masks) == who_users(1, *masks, doveadm=doveadm)
+
+
+def test_kick_by_scoped_network_on_24_kicks_only_that_scope():
+    with AnvilSimulator(2, sessions=SCOPED) as sim:
+        guids = {s.username: s.guid for s in sim.sessions}
+        proc = run_dvadm("kick", "-a", sim.path, "fe80::1%lo/64")
+        assert (proc.returncode, proc.stdout) == (0, b"2 connections kicked\n"), proc.stderr
+        assert sorted(sim.kicks) == [f"KICK-USER\t{u}\t{guids[u]}".encode() for u in ("alice", "carol")]
+
+
+def test_a_reading_wrong_only_on_24_fails_only_there():
+    """Two networks to 2.4 (the scoped one is a username to 2.3): refused on 2.4 before anything is kicked."""
+    masks = ["192.0.2.0/24", "fe80::1%lo/64"]
+    assert who_users(1, *masks) == [b"fe80::1%lo/64"]
+    with AnvilSimulator(2, sessions=SCOPED) as sim:
+        proc = run_dvadm("kick", "-a", sim.path, *masks)
+        assert (proc.returncode, proc.stderr) == (64, b"Error: Multiple network masks not supported\n")
+        assert sim.kicks == []

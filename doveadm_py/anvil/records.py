@@ -13,11 +13,11 @@ with ``surrogateescape`` so any byte survives a round trip back to the wire.
 
 from __future__ import annotations
 
-import socket
 from typing import NamedTuple
 
 from doveadm_py.anvil.escape import split_tabescaped
 from doveadm_py.errors import TempFailError
+from doveadm_py.netmask import parse_client_ip
 
 ENCODING = "utf-8"
 ERRORS = "surrogateescape"
@@ -78,10 +78,10 @@ _ip_cache: dict[str, bool] = {}
 def is_valid_ip(text: str) -> bool:
     """Whether Dovecot's ``net_addr2ip`` accepts ``text``.
 
-    IPv6 (anything with ':') may be bracketed and may carry a ``%scope`` (2.4 prints
-    one for link-local addresses); everything else goes through ``inet_aton``, which
-    also accepts forms like ``1.2`` and ``0x1``, as in C. Results are cached because
-    a dump repeats the same few client IPs many times.
+    dvadm's one IP parser (:func:`doveadm_py.netmask.parse_client_ip`): IPv6 may be
+    bracketed and may carry a ``%scope`` (2.4 prints one for link-local addresses), IPv4
+    takes doveadm's forms (``09.1.1.1``, ``1.2``, ``0x1``). Results are cached because a
+    dump repeats the same few client IPs many times.
     """
     ok = _ip_cache.get(text)
     if ok is None:
@@ -93,16 +93,7 @@ def is_valid_ip(text: str) -> bool:
 
 
 def _check_ip(text: str) -> bool:
-    try:
-        if ":" in text:
-            if text.startswith("[") and text.endswith("]"):
-                text = text[1:-1]
-            socket.inet_pton(socket.AF_INET6, text.partition("%")[0])
-        else:
-            socket.inet_aton(text)
-    except (OSError, ValueError):
-        return False
-    return True
+    return parse_client_ip(text) is not None
 
 
 def _decode_fields(line: bytes) -> list[str]:

@@ -10,7 +10,7 @@ input never kicks anything.
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..command import DvadmCommand
 from ..errors import DoveadmError, TempFailError, UsageError
@@ -77,9 +77,11 @@ class Kick(DvadmCommand):
                 if dump.protocol == 1:
                     from ..kick_v1 import kick_v1
 
+                    filter_ = settle(filter_, 1, parsed_args, dump)
                     return kick_v1(client, dump, invalid, filter_, parsed_args)
             from ..kick_v2 import kick_v2
 
+            filter_ = settle(filter_, 2, parsed_args, dump)
             return kick_v2(client, filter_, dest_host, parsed_args, dump)
 
     def audit(self, args: argparse.Namespace, report: KickReport | None, error: Exception | None) -> None:
@@ -110,6 +112,29 @@ def validate(args: argparse.Namespace) -> tuple[Filter, str | None]:
             raise UsageError("Username must be given with passdb-field parameter")
         raise UsageError(NO_MASKS)
     filter_ = parse_masks(args.masks)
+    check_filter(filter_, args)
+    dest_host = None
+    if args.dest_host is not None:
+        dest_host = canonical_ip(args.dest_host, 2)  # net_addr2ip forms, as 2.4 accepts them
+        if not dest_host:
+            raise TempFailError(f"dest-host isn't a valid IP address: '{args.dest_host}'")
+    return filter_, dest_host
+
+
+def settle(filter_: Filter, protocol: int, args: argparse.Namespace, dump: Any) -> Filter:
+    """The masks as the server's generation reads them, checked again (``fe80::1%eth0``)."""
+    try:
+        settled = filter_.for_protocol(protocol)
+        if settled is not filter_:
+            check_filter(settled, args)
+    except UsageError:
+        if dump is not None:
+            dump.close()
+        raise
+    return settled
+
+
+def check_filter(filter_: Filter, args: argparse.Namespace) -> None:
     if filter_.is_empty and args.dest_host is None:
         # Only /0 networks: doveadm 2.3 kicks everyone, 2.4 no one. Too easy a typo either way.
         raise UsageError(f"{NO_MASKS} A /0 network matches everyone: give '*' to kick every user")
@@ -118,9 +143,3 @@ def validate(args: argparse.Namespace) -> tuple[Filter, str | None]:
             raise UsageError("Username must be given with passdb-field parameter")
         if args.passdb_field == "":
             raise UsageError("-f passdb_field must not be empty")
-    dest_host = None
-    if args.dest_host is not None:
-        dest_host = canonical_ip(args.dest_host)  # net_addr2ip forms, as 2.4 accepts them
-        if not dest_host:
-            raise TempFailError(f"dest-host isn't a valid IP address: '{args.dest_host}'")
-    return filter_, dest_host

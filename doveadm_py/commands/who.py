@@ -62,6 +62,11 @@ class Who(DvadmCommand):
             if dump.protocol == 1 and parsed_args.passdb_field is not None:
                 dump.close()
                 raise UsageError(f"{ALT_NEEDS_24}; this server speaks the 2.3 protocol")
+            try:
+                filter_ = filter_.for_protocol(dump.protocol)  # fe80::1%eth0 is a network to 2.4 only
+            except UsageError:
+                dump.close()
+                raise
             if parsed_args.separate_connections:
                 headers, rows, guard = separate(dump, filter_, parsed_args.passdb_field)
             else:
