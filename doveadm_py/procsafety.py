@@ -20,6 +20,7 @@ hidden with ``hidepid``, not mounted, unreadable) is not signalled and not count
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -220,7 +221,8 @@ def terminate(
         try:
             problem = mail_process_problem(pid, services, libexec)
         except _Unverifiable as why:
-            signal.pidfd_send_signal(pidfd, 0)  # ProcessLookupError if it is gone after all
+            with contextlib.suppress(PermissionError):  # EPERM: it exists, another user's
+                signal.pidfd_send_signal(pidfd, 0)  # ProcessLookupError if it is gone after all
             return Outcome.UNVERIFIED, f"cannot verify that it is a Dovecot process: {why}"
         if problem:
             return Outcome.REFUSED, problem

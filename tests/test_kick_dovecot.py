@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from doveadm_py.testing import (
     wait_registered,
 )
 from doveadm_py.testing.cli import run_dvadm
+from doveadm_py.testing.dovecot import process_cmdline
 
 pytestmark = pytest.mark.dovecot
 
@@ -261,3 +263,44 @@ def test_real_process_titles_are_recognised(dovecot_factory: Any, extra_conf: st
     expected = [("jane", "127.0.0.1")]
     ours, done = kick_on_fresh_sessions(instance, dvadm(instance, "jane"), expected, "dvadm", SESSIONS[:2])
     assert (ours.code, ours.gone, done.stderr) == (0, set(expected), b""), done.stderr
+
+
+HIBERNATE = """imap_hibernate_timeout = 1s
+service imap-hibernate {
+  unix_listener imap-hibernate {
+    mode = 0660
+    group = $default_internal_group
+  }
+}
+service imap {
+  unix_listener imap-master {
+    user = $default_internal_user
+  }
+  extra_groups = $default_internal_group
+}
+"""
+
+
+@pytest.mark.dovecot(extra_conf=HIBERNATE)
+def test_hibernated_sessions_live_in_imap_hibernate(dovecot: DovecotInstance) -> None:
+    """anvil lists a hibernated session as ``imap/...`` with the pid of ``dovecot/imap-hibernate``,
+    which all hibernated clients share: a warning without --force, both kicked with it."""
+    specs = SESSIONS[:2]  # jane, jano
+    wait_idle(dovecot)
+    with open_sessions(dovecot, specs) as group:
+        for session in group:
+            session._sock.sendall(b"h IDLE\r\n")  # an idling client is hibernated after 1 s
+        deadline = time.monotonic() + 15
+        while True:
+            pids = {entry.pid for entry in dovecot.connect_dump()}
+            titles = {process_cmdline(pid).split(b"\0")[0] for pid in pids}
+            if len(pids) == 1 and titles == {b"dovecot/imap-hibernate"}:
+                break
+            assert time.monotonic() < deadline, titles
+            time.sleep(0.1)
+        done = dvadm(dovecot, "jane")()
+        assert (done.returncode, done.stdout) == (0, f"{WARNING}\njano \n{USE_FORCE['dvadm']}\n".encode())
+        assert group.wait_for_disconnects([], timeout=1, settle=0.3) == set()
+        done = dvadm(dovecot, "--force", "jane")()
+        assert (done.returncode, done.stdout, done.stderr) == (0, dvadm_report(["jane", "jano"]), b"")
+        assert group.wait_for_disconnects(specs, timeout=10) == set(specs)

@@ -311,12 +311,16 @@ def test_negative_pid_in_the_dump_refuses_the_whole_kick() -> None:
 # -- processes that /proc cannot show, and Dovecot's own processes -------------------------------------
 
 
+AS_NOBODY = "setpriv --reuid nobody --regid nogroup --clear-groups"
 UNSHARE = ["unshare", "--mount", "--propagation", "private"]
 
 
-def run_kick_with_proc(mount: str, sim: AnvilSimulator, *args: str) -> subprocess.CompletedProcess[bytes]:
-    """``dvadm kick`` in a private mount namespace where ``mount`` has replaced /proc."""
-    script = f'{mount} && exec "$@"'
+def run_kick_with_proc(
+    mount: str, sim: AnvilSimulator, *args: str, run_as: str = ""
+) -> subprocess.CompletedProcess[bytes]:
+    """``dvadm kick`` (run through ``run_as``) in a private mount namespace where ``mount`` has
+    replaced /proc."""
+    script = f'{mount} && exec {run_as} "$@"'
     return subprocess.run(
         [*UNSHARE, "sh", "-c", script, "sh", dvadm_executable(), "kick", "-a", sim.path, *args],
         stdin=subprocess.DEVNULL,
@@ -338,6 +342,30 @@ def test_a_process_proc_cannot_show_is_not_kicked_nor_counted(mount: str) -> Non
     with real_imap() as imap:
         with v1_anvil([SimSession(imap.pid, "hidden", ip="192.0.2.1")]) as sim:
             done = run_kick_with_proc(mount, sim, "hidden")
+        why = f"cannot verify that it is a Dovecot process: /proc/{imap.pid} does not show it"
+        assert (done.returncode, done.stdout, done.stderr) == (
+            68,
+            b"no users kicked\n",
+            refusal(imap.pid, "hidden", why),
+        )
+        time.sleep(0.05)
+        assert still_running(imap)
+
+
+def test_hidepid_hides_the_process_from_an_unprivileged_dvadm(open_dir: Path) -> None:
+    """/proc mounted with hidepid=2: dvadm (as nobody) cannot see daemon's imap process. It is
+    neither signalled nor counted, and the message says why."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a private mount namespace and other users")
+    with real_imap(user="daemon") as imap:
+        with AnvilSimulator(
+            1, sessions=[SimSession(imap.pid, "hidden", ip="192.0.2.1")], directory=str(open_dir)
+        ) as sim:
+            os.chmod(sim.path, 0o666)
+            as_nobody = "setpriv --reuid nobody --regid nogroup --clear-groups"
+            done = run_kick_with_proc(
+                "mount -t proc -o hidepid=2 proc /proc", sim, "hidden", run_as=as_nobody
+            )
         why = f"cannot verify that it is a Dovecot process: /proc/{imap.pid} does not show it"
         assert (done.returncode, done.stdout, done.stderr) == (
             68,
