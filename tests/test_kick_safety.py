@@ -181,6 +181,19 @@ def test_refuses_an_imap_binary_outside_a_root_owned_libexec(open_dir: Path) -> 
         assert still_running(copy)
 
 
+def test_a_binary_replaced_by_an_upgrade_is_still_dovecots(open_dir: Path) -> None:
+    """After a package upgrade the running imap's exe reads ``.../imap (deleted)``: still the binary
+    root installed in libexec, so still kicked."""
+    installed = open_dir / "imap"
+    installed.write_bytes(Path(LIBEXEC_IMAP).read_bytes())
+    installed.chmod(0o755)
+    with real_imap(binary=str(installed)) as imap:
+        installed.unlink()
+        assert os.readlink(f"/proc/{imap.pid}/exe") == f"{installed} (deleted)"
+        assert terminate(imap.pid, "imap", (str(open_dir),)) == (Outcome.SIGNALLED, "")
+        assert ended(imap)
+
+
 def test_refuses_a_process_that_is_not_dovecot() -> None:
     with sleeper() as proc:
         assert terminate(proc.pid, "imap", LIBEXEC) == (
@@ -204,6 +217,14 @@ def test_a_thread_id_is_named_as_a_thread() -> None:
         assert terminate(worker.native_id, "imap", LIBEXEC) == (
             Outcome.REFUSED,
             f"it is a thread of process {os.getpid()}, not a process",
+        )
+        with v1_anvil([SimSession(worker.native_id or 0, "thread", ip="192.0.2.1")]) as sim:
+            done = run_kick(sim, "thread")
+        reason = f"it is a thread of process {os.getpid()}, not a process"
+        assert (done.returncode, done.stdout, done.stderr) == (
+            68,
+            b"no users kicked\n",
+            refusal(worker.native_id or 0, "thread", reason),
         )
     finally:
         stop.set()
