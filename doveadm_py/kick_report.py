@@ -57,9 +57,9 @@ class KickReport:
             return "no users kicked"
         if self.status == DRY_RUN:
             return f"dry run: {len(self.sessions)} session(s) would be kicked"
-        if self.count is not None:
-            return f"{self.count} connections kicked"
-        return f"kicked {' '.join(self.users)}"
+        if self.generation == 1:
+            return f"kicked {' '.join(self.users)}"
+        return f"{self.count or 0} connections kicked"
 
 
 def print_report(cmd: DvadmCommand, report: KickReport) -> int:

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,14 @@ def nonexistent_pid() -> int:
     return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
 
 
+def wait_shown(proc: subprocess.Popen[bytes], shown: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Until /proc shows the process as ``shown`` says (exec and retitling take a moment)."""
+    deadline = time.monotonic() + timeout
+    while not shown():
+        assert proc.poll() is None and time.monotonic() < deadline, f"{proc.args} never showed as expected"
+        time.sleep(0.005)
+
+
 @contextlib.contextmanager
 def started(
     argv: list[str], title: str | None = None, ready: bytes | None = None, **popen: Any
@@ -70,12 +78,9 @@ def started(
     popen.setdefault("stdin", subprocess.DEVNULL)
     proc = subprocess.Popen(argv, **popen)
     try:
-        deadline = time.monotonic() + 5
-        while not (
-            cmdline(proc.pid).startswith(shown) and (ready is None or ready in exe(proc.pid).encode())
-        ):
-            assert proc.poll() is None and time.monotonic() < deadline, f"{argv} never showed as {shown!r}"
-            time.sleep(0.005)
+        wait_shown(
+            proc, lambda: cmdline(proc.pid).startswith(shown) and (ready or b"") in exe(proc.pid).encode()
+        )
         yield proc
     finally:
         if proc.poll() is None:
@@ -108,10 +113,9 @@ def real_imap(
         argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, **popen
     )
     try:
-        deadline = time.monotonic() + 10
-        while not (cmdline(proc.pid).startswith(DOVECOT_TITLE.encode()) and exe(proc.pid) == binary):
-            assert proc.poll() is None and time.monotonic() < deadline, "Dovecot's imap did not start"
-            time.sleep(0.005)
+        wait_shown(
+            proc, lambda: cmdline(proc.pid).startswith(DOVECOT_TITLE.encode()) and exe(proc.pid) == binary
+        )
         yield proc
     finally:
         if proc.poll() is None:
