@@ -146,6 +146,10 @@ class DvadmCommand(Command):
         here as getopt permutes them, and argparse gets options, ``--``, positionals.
         """
         options, positionals = permute(parser, argv)
+        if not positionals:
+            return parser.parse_args(options)
+        if all(action.option_strings for action in parser._actions):  # takes no positionals
+            parser.error(f"unrecognized arguments: {' '.join(positionals)}")
         return parser.parse_args([*options, "--", *positionals])
 
     def run(self, parsed_args: argparse.Namespace) -> Any:

@@ -350,3 +350,15 @@ def test_kick_and_who_name_a_user_that_begins_with_a_dash(sim2):
 def test_value_double_dash_is_refused_not_dropped():
     with pytest.raises(UsageError, match="'--' given as the value of -a"):
         command_args(["kick", "-a", "--", "x"])
+
+
+def test_a_command_without_positionals_still_parses_and_names_extra_words():
+    from doveadm_py.command import CommandArgumentParser, DvadmCommand
+
+    parser = CommandArgumentParser(prog="dvadm x")
+    parser.add_argument("-a")
+    parse = DvadmCommand.parse_arguments
+    assert parse(None, parser, ["-a", "s"]).a == "s"  # type: ignore[arg-type]
+    assert parse(None, parser, ["-a", "s", "--"]).a == "s"  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=r"^dvadm x: unrecognized arguments: y -z$"):
+        parse(None, parser, ["y", "--", "-z"])  # type: ignore[arg-type]
