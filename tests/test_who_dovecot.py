@@ -46,6 +46,7 @@ from doveadm_py.testing import (
 from doveadm_py.testing.cli import run_dvadm
 from doveadm_py.testing.fixtures import dovecot_servers
 from doveadm_py.testing.servers import DovecotServer
+from doveadm_py.testing.tables import dash_blank_cells, prints_blank_cells
 
 pytestmark = [pytest.mark.dovecot, dovecot_servers()]
 
@@ -187,8 +188,6 @@ SCENARIOS = [
     sc("service-login-1", "who", "-1", "127.0.3.7", users=(PROXIED[0],) * 2, generations=V2),
 ]
 OK_SCENARIOS = [s for s in SCENARIOS if s.exit == 0]
-#: doveadm versions that print an empty table cell as blanks instead of ``-`` (README: dvadm prints ``-``).
-BLANK_CELL_VERSIONS = ("2.4.1",)
 
 
 @dataclass
@@ -203,8 +202,7 @@ class Runs:
 
     @property
     def blank_cells(self) -> bool:
-        """True if this server's doveadm leaves empty table cells blank (2.4.1)."""
-        return (self.server.server.version() or "").startswith(BLANK_CELL_VERSIONS)
+        return prints_blank_cells(self.server.server)
 
     def applies(self, s: Scenario) -> bool:
         if self.generation not in s.generations:
@@ -302,33 +300,6 @@ def usernames(s: Scenario, data: bytes) -> list[str]:
     return [row.split(sep)[0].decode() for row in rows]
 
 
-def fill_blank_cells(table: bytes) -> bytes:
-    """doveadm 2.4.1's table with each blank cell given the ``-`` later versions print.
-
-    A column starts where some line has a character after a position that is a space on every line (each
-    column here has a value somewhere: the proxied login's ``dest_ip``, everyone's ``user_alias``).
-    """
-    rows = [line.decode() for line in lines(table)]
-    if not rows:
-        return table
-    width = max(len(row) for row in rows)
-    padded = [row.ljust(width) for row in rows]
-    starts = [
-        col
-        for col in range(width)
-        if (col == 0 or all(row[col - 1] == " " for row in padded)) and any(row[col] != " " for row in padded)
-    ]
-    filled = []
-    for row, full in zip(rows, padded, strict=True):
-        cells = list(full)
-        for start, end in zip(starts, [*starts[1:], width + 1], strict=True):
-            if full[start : end - 1].strip() == "":
-                cells[start] = "-"
-        text = "".join(cells)
-        filled.append(text[: len(row)] if text[len(row) :].strip() == "" else text.rstrip())
-    return "".join(f"{row}\n" for row in filled).encode()
-
-
 # -- the differential tests --------------------------------------------------------------------------------
 
 
@@ -353,7 +324,7 @@ def test_rows_match(runs: Runs, s: Scenario) -> None:
     real, ours = runs.doveadm[s.id].stdout, runs.dvadm[s.id].stdout
     assert Counter(usernames(s, real)) == expected_users(s, runs.generation), real
     if runs.blank_cells and s.formatter == "table" and s.separate:
-        real = fill_blank_cells(real)
+        real = dash_blank_cells(real)
     if s.formatter == "json":
         parsed = json.loads(ours)  # dvadm's JSON is always valid
         assert isinstance(parsed, list) and ours.startswith(b"[") and ours.endswith(b"]")

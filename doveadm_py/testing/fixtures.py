@@ -71,6 +71,8 @@ def dovecot_servers(*names: str) -> pytest.MarkDecorator:
 
     Each server's module-scoped fixtures (``dovecot_module``, and the module's own ones using
     ``dovecot_server``) are set up once per server; test ids end in the server's name, e.g. ``[2.4-sid]``.
+    The test must use ``dovecot_server`` (directly or through ``dovecot_module`` or a fixture of its own);
+    ``dovecot`` and ``dovecot_factory`` follow it but do not declare it.
     """
     return pytest.mark.parametrize("dovecot_server", names or ALL_SERVERS, indirect=True, scope="module")
 
