@@ -8,7 +8,9 @@ decoded from.
 
 Masks compile to one bytes regex: bytes patterns fold case for ASCII only, as C does. Every ``*`` but
 the last becomes an atomic lazy group, so a mask like ``*a*a*a*b`` cannot backtrack exponentially; taking
-the earliest match of each middle segment is what the single-backtrack C algorithm does too.
+the earliest match of each middle segment is what the single-backtrack C algorithm does too. The group is
+written ``(?=(?P<g>.*?seg))(?P=g)`` (a lookahead is atomic; the backreference consumes what it matched),
+which Python 3.10 understands too and is as fast as 3.11's ``(?>...)``.
 """
 
 from __future__ import annotations
@@ -38,12 +40,18 @@ def _segment(segment: bytes) -> bytes:
     return b".".join(re.escape(literal) for literal in segment.split(b"?"))
 
 
-def _mask_pattern(mask: bytes) -> bytes:
-    """Regex source for one mask, to be used with fullmatch, re.DOTALL and re.IGNORECASE."""
+def _mask_pattern(mask: bytes, tag: int = 0) -> bytes:
+    """Regex source for one mask, to be used with fullmatch, re.DOTALL and re.IGNORECASE.
+
+    ``tag`` keeps the group names unique when several masks are joined into one regex.
+    """
     parts = _STARS.split(mask)
     if len(parts) == 1:
         return _segment(mask)
-    middle = b"".join(b"(?>.*?" + _segment(part) + b")" for part in parts[1:-1])
+    middle = b"".join(
+        b"(?=(?P<a%d_%d>.*?%s))(?P=a%d_%d)" % (tag, i, _segment(part), tag, i)
+        for i, part in enumerate(parts[1:-1])
+    )
     return _segment(parts[0]) + middle + b".*" + _segment(parts[-1])
 
 
@@ -71,7 +79,7 @@ def compile_user_masks(masks: Sequence[str]) -> Callable[[str], bool]:
     for mask in masks:
         mask_bytes = _to_bytes(mask)
         if _has_wildcards(mask_bytes):
-            patterns.append(b"(?:" + _mask_pattern(mask_bytes) + b")")
+            patterns.append(b"(?:" + _mask_pattern(mask_bytes, len(patterns)) + b")")
         else:
             plain.add(mask_bytes.lower())
     fullmatch = re.compile(b"|".join(patterns), _FLAGS).fullmatch if patterns else None
