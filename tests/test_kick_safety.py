@@ -8,6 +8,7 @@ between them and a SIGTERM. Every process started here is killed by its pid at t
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -236,9 +237,10 @@ def test_a_thread_id_is_named_as_a_thread() -> None:
 
 def test_kick_signals_nothing_it_must_not() -> None:
     """pid 0, pid 1, dvadm's parent (this test), its process group leader and a stranger: all refused."""
-    # The leader is a real Dovecot imap process heading its own group; dvadm joins that group, so
-    # the group check is the only thing that protects the leader (and kill(0) would reach it too).
-    with real_imap(process_group=0) as leader, sleeper() as stranger:
+    # The leader is a real Dovecot imap process heading its own group; dvadm joins that group (setpgid:
+    # Popen's process_group= is 3.11+), so the group check is the only thing that protects the leader
+    # (and kill(0) would reach it too).
+    with real_imap(preexec_fn=os.setpgrp) as leader, sleeper() as stranger:
         victims = {
             "u-zero": (0, "pid 0 is not a single process"),
             "u-init": (1, "pid 1 is not a single process"),
@@ -250,7 +252,7 @@ def test_kick_signals_nothing_it_must_not() -> None:
             SimSession(pid, user, ip=f"192.0.2.{n}") for n, (user, (pid, _)) in enumerate(victims.items())
         ]
         with v1_anvil(sessions) as sim:
-            done = run_kick(sim, "u-*", process_group=leader.pid)
+            done = run_kick(sim, "u-*", preexec_fn=functools.partial(os.setpgid, 0, leader.pid))
         assert (done.returncode, done.stdout) == (68, b"no users kicked\n"), done.stderr
         for user, (pid, reason) in victims.items():
             assert refusal(pid, user, reason) in done.stderr
