@@ -21,14 +21,16 @@ from types import TracebackType
 from typing import Any
 
 
-def http_api_conf(port: int, api_key: str | None = None, password: str | None = None, extra: str = "") -> str:
-    """dovecot.conf lines enabling the doveadm HTTP API on 127.0.0.1:``port``."""
+def http_api_conf(
+    port: int, api_key: str | None = None, password: str | None = None, extra: str = "", *, v24: bool = False
+) -> str:
+    """dovecot.conf lines enabling the doveadm HTTP API on 127.0.0.1:``port`` (2.4: ``listen``)."""
     lines = []
     if api_key is not None:
         lines.append(f"doveadm_api_key = {api_key}")
     if password is not None:
         lines.append(f"doveadm_password = {password}")
-    listener = f"    port = {port}\n    address = 127.0.0.1\n{extra}"
+    listener = f"    port = {port}\n    {'listen' if v24 else 'address'} = 127.0.0.1\n{extra}"
     lines.append(f"service doveadm {{\n  inet_listener http {{\n{listener}  }}\n}}")
     return "\n".join(lines) + "\n"
 

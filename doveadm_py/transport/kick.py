@@ -53,7 +53,7 @@ def kick_server(
     if args.dry_run:
         return KickReport(2, DRY_RUN, sessions=targets, alt_fields=dump.alt_fields)
     outcome = server.kick(args.masks, dest_host, field)
-    users = list(dict.fromkeys(s.username for s in targets))
+    users = sorted_names(s.username for s in targets)
     return KickReport(2, KICKED, users=users, count=outcome.count)
 
 
