@@ -243,7 +243,8 @@ class DovecotInstance:
     passwords; ``user_fields`` maps usernames to extra passdb/userdb fields such as ``user_alias`` (default:
     :data:`DEFAULT_USER_FIELDS` for the default users). ``extra_conf`` is appended verbatim to the generated
     dovecot.conf (later settings win, so it can override anything; mind the generation's syntax).
-    ``auth_failure_delay`` is in seconds (Dovecot's default of 2 slows failed logins). ``server`` is a name
+    ``auth_failure_delay`` is in seconds (Dovecot's default of 2 slows failed logins; 2.4 records anvil
+    penalties only with a delay: give 1 there). ``server`` is a name
     from :data:`~doveadm_py.testing.servers.SERVERS` (default ``"2.3"``, the host's own Dovecot) or a
     :class:`~doveadm_py.testing.servers.DovecotServer`. ``proxy=True`` adds a second IMAP listener on
     :attr:`proxy_port` that proxies every login to this same instance's :attr:`imap_port` (so ``imap-login``

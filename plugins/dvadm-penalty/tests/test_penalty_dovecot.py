@@ -1,16 +1,22 @@
-"""``dvadm penalty`` against a real Dovecot 2.3, byte for byte against its own ``doveadm penalty``.
+"""``dvadm penalty`` against real Dovecot 2.3, 2.4.1 and 2.4.5, byte for byte against each one's own
+``doveadm penalty``.
 
 Both print the times anvil stored, not the current time, so back-to-back runs must agree exactly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from doveadm_py.api import run_dvadm
 from doveadm_py.testing import DovecotInstance, failed_login
+from doveadm_py.testing.fixtures import dovecot_servers
+from doveadm_py.testing.servers import DovecotServer
+
+pytestmark = dovecot_servers()
 
 # Two different bad passwords from .77 (anvil counts a repeated password only once) and one from .78.
 # They run at once: a later attempt from a penalised IP would wait 4 s (auth's penalty delay).
@@ -18,20 +24,24 @@ ATTEMPTS = [("127.0.0.77", "wrong-1"), ("127.0.0.77", "wrong-2"), ("127.0.0.78",
 
 
 @pytest.fixture(scope="module")
-def penalised(dovecot_module: DovecotInstance) -> DovecotInstance:
-    """The module's instance after the failed logins of :data:`ATTEMPTS`."""
-    port = dovecot_module.imap_port or 0
-    with ThreadPoolExecutor(len(ATTEMPTS)) as pool:
-        replies = pool.map(
-            lambda attempt: failed_login(dovecot_module.host, port, "jane", attempt[1], attempt[0]), ATTEMPTS
-        )
-        assert all(reply.startswith(b"a NO [AUTHENTICATIONFAILED]") for reply in replies)
-    return dovecot_module
+def penalised(dovecot_server: DovecotServer) -> Iterator[DovecotInstance]:
+    """An instance after the failed logins of :data:`ATTEMPTS`.
+
+    With a failure delay: 2.4 answers a failure at once, and so records no penalty, when the delay is 0.
+    """
+    with DovecotInstance(server=dovecot_server, auth_failure_delay=1) as instance:
+        port = instance.imap_port or 0
+        with ThreadPoolExecutor(len(ATTEMPTS)) as pool:
+            replies = pool.map(
+                lambda attempt: failed_login(instance.host, port, "jane", attempt[1], attempt[0]), ATTEMPTS
+            )
+            assert all(reply.startswith(b"a NO [AUTHENTICATIONFAILED]") for reply in replies)
+        yield instance
 
 
 def both(instance: DovecotInstance, *args: str) -> tuple[tuple[int, bytes], tuple[int, bytes]]:
     """(exit code, stdout) of dvadm and of the real doveadm for the same arguments, run back to back."""
-    ours = run_dvadm("-c", str(instance.config_path), *args)
+    ours = run_dvadm(*instance.dvadm_args(), *args)
     theirs = instance.doveadm(*args)
     assert ours.stderr == b"", ours.stderr
     return (ours.returncode, ours.stdout), (theirs.returncode, theirs.stdout)
@@ -73,7 +83,7 @@ def test_same_bytes_as_doveadm(penalised: DovecotInstance, args: list[str]) -> N
 @pytest.mark.dovecot
 @pytest.mark.usefixtures("penalty_plugin")
 def test_bad_netmask_exit_code_and_message(penalised: DovecotInstance) -> None:
-    ours = run_dvadm("-c", str(penalised.config_path), "penalty", "127.0.0.1/33")
+    ours = run_dvadm(*penalised.dvadm_args(), "penalty", "127.0.0.1/33")
     theirs = penalised.doveadm("penalty", "127.0.0.1/33")
     assert ours.returncode == theirs.returncode == 64
     message = b"Invalid netmask '127.0.0.1/33' given"
