@@ -172,11 +172,12 @@ class DvadmCommand(Command):
     def anvil(self, socket_path: str | None = None, **kwargs: Any) -> AnvilClient:
         """An anvil client for ``-a socket_path`` or ``<base_dir>/anvil``; ``-D`` logs its lines.
 
-        Timeouts come from ``-o dvadm_anvil_timeout=SECS`` (default 10) and
-        ``-o dvadm_kick_timeout=SECS`` (default 30).
+        Timeouts come from ``-o dvadm_anvil_timeout=SECS`` (default 10),
+        ``-o dvadm_kick_timeout=SECS`` (default 30) and ``-o dvadm_anvil_deadline=SECS``
+        (default 60).
         """
         from .anvil import AnvilClient
-        from .settings import ANVIL_TIMEOUT, KICK_TIMEOUT
+        from .settings import ANVIL_DEADLINE, ANVIL_TIMEOUT, KICK_TIMEOUT
 
         if getattr(self, "_servers_given", False):
             raise UsageError(
@@ -189,6 +190,7 @@ class DvadmCommand(Command):
         kwargs.setdefault("timeout", timeout)
         kwargs.setdefault("connect_timeout", min(timeout, 5.0))
         kwargs.setdefault("kick_timeout", settings.seconds(KICK_TIMEOUT, 30.0))
+        kwargs.setdefault("deadline", settings.seconds(ANVIL_DEADLINE, 60.0))
         return AnvilClient(path, debug=self.app.debug_log if self.options.debug else None, **kwargs)
 
     def remote_servers(self, parsed_args: argparse.Namespace) -> list[Any] | None:

@@ -79,7 +79,9 @@ def kick_v1(
     if not dump.complete:  # doveadm 2.3 takes EOF for the end; the lost tail may share a pid
         raise TempFailError(f"read({client.path}) failed: Unexpected EOF in CONNECT-DUMP, refusing to kick")
     if invalid:
-        first = invalid[0].decode("utf-8", "backslashreplace")
+        from .anvil.records import excerpt
+
+        first = excerpt(invalid[0])
         raise TempFailError(
             f"{client.path}: anvil sent {len(invalid)} malformed dump line(s), refusing to kick: {first}"
         )

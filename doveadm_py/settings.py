@@ -24,6 +24,7 @@ DEFAULT_CONFIG = "/etc/dovecot/dovecot.conf"
 #: dvadm's own settings, given like Dovecot's with ``-o key=value``: seconds to wait.
 ANVIL_TIMEOUT = "dvadm_anvil_timeout"  # connecting and each read (doveadm waits forever)
 KICK_TIMEOUT = "dvadm_kick_timeout"  # each 2.4 kick reply (doveadm: 25 s)
+ANVIL_DEADLINE = "dvadm_anvil_deadline"  # a whole exchange: a dump, or all kicks (doveadm: none)
 DOVECONF_TIMEOUT = "dvadm_doveconf_timeout"  # the whole doveconf run (doveadm waits forever)
 DOVECONF_OUTPUT_LIMIT = 1 << 20  # bytes of doveconf output read at most (it prints one line)
 

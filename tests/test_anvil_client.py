@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 import time
@@ -447,7 +448,7 @@ def test_every_fault_ends_in_anvil_error_within_timeout(protocol: int, fault: st
         elapsed = time.monotonic() - start
     assert elapsed < 1.5
     assert sim.path in str(err.value)
-    if fault in ("hang", "drip"):
+    if fault in ("hang", "drip", "drip-forever"):
         assert "timed out after 0.5 s" in str(err.value)
     elif fault == "close-mid-dump":
         assert "Unexpected EOF" in str(err.value)
@@ -727,3 +728,187 @@ def test_hung_server_on_kick_connection_raises(tmp_path: Path) -> None:
         with pytest.raises(AnvilError, match=r"timed out after 0\.3 s waiting for anvil's VERSION line"):
             client.kick_user("foo")
         assert time.monotonic() - start < 1.0
+
+
+# -- hostile servers: bounded time, bounded memory, short messages, no protocol error counted ------------
+
+MESSAGE_MAX = 400  # an error quoting server data stays this short, however much the server sent
+
+
+@pytest.mark.parametrize("protocol", [1, 2])
+def test_dump_that_never_ends_fails_at_the_deadline(protocol: int) -> None:
+    """Each line arrives well within the read timeout, but the dump never ends: the deadline ends it."""
+    sessions = [SimSession(7, "u", ip="10.0.0.1")]
+    with (
+        AnvilSimulator(protocol, sessions=sessions, fault="drip-forever", drip_interval=0.002) as sim,
+        AnvilClient(sim.path, greeting_grace=1.0, timeout=10, deadline=1.0) as client,
+    ):
+        start = time.monotonic()
+        rows = 0
+        with pytest.raises(AnvilError, match=r"CONNECT-DUMP reply did not end within the 1 s deadline"):
+            for _ in client.connect_dump():
+                rows += 1
+                assert time.monotonic() - start < 8, "the deadline did not stop the dump"
+        assert 0.9 < time.monotonic() - start < 5 and rows > 3
+
+
+def test_penalty_dump_and_greeting_are_bounded_by_the_deadline() -> None:
+    penalties = [PenaltyRecord("10.0.0.1", 3, 1700000000, 1700000001)]
+    with (
+        AnvilSimulator(2, penalties=penalties, fault="drip-forever", drip_interval=0.002) as sim,
+        AnvilClient(sim.path, greeting_grace=1.0, timeout=10, deadline=0.5) as client,
+    ):
+        start = time.monotonic()
+        with pytest.raises(AnvilError, match=r"PENALTY-DUMP reply did not end within the 0\.5 s deadline"):
+            list(client.penalty_dump())
+        assert time.monotonic() - start < 5
+
+
+def test_kick_pipeline_is_bounded_by_the_deadline() -> None:
+    with (
+        AnvilSimulator(2, sessions=v2_sessions(), kick_delay=3.0) as sim,
+        AnvilClient(sim.path, greeting_grace=1.0, kick_timeout=30, deadline=0.5) as client,
+    ):
+        start = time.monotonic()
+        result = client.kick_many([KickRequest.user("foo")])
+        assert time.monotonic() - start < 2.5
+    assert result.count == 0
+    assert result.errors == [
+        "Failed to send kick to anvil: Anvil queries not answered within the 0.5 s deadline "
+        "(1 of 1 unanswered)"
+    ]
+
+
+def test_kick_reply_without_newline_is_bounded() -> None:
+    with (
+        AnvilSimulator(2, sessions=v2_sessions(), fault="kick-no-newline") as sim,
+        AnvilClient(sim.path, greeting_grace=1.0, kick_timeout=5) as client,
+    ):
+        start = time.monotonic()
+        result = client.kick_many([KickRequest.user("foo")])
+        assert time.monotonic() - start < 3
+    assert result.count == 0 and len(result.errors) == 1
+    pattern = r"kick reply longer than 256 bytes: [0-9]{120}… \(\d+ bytes\) \(1 of 1"
+    assert re.search(pattern, result.errors[0])
+    assert len(result.errors[0]) < MESSAGE_MAX
+
+
+def test_huge_kick_reply_is_quoted_as_a_short_excerpt() -> None:
+    with (
+        AnvilSimulator(2, sessions=v2_sessions(), fault="kick-huge-reply") as sim,
+        AnvilClient(sim.path, greeting_grace=1.0) as client,
+    ):
+        result = client.kick_many([KickRequest.user("foo")])
+        with pytest.raises(AnvilError) as err:
+            client.kick_user("jane")
+    assert result.count == 0 and len(result.errors) == 1
+    assert "11111" in result.errors[0] and len(result.errors[0]) < MESSAGE_MAX
+    assert len(str(err.value)) < MESSAGE_MAX
+
+
+@pytest.mark.parametrize("protocol", [1, 2])
+def test_long_lines_in_errors_are_short_escaped_excerpts(tmp_path: Path, protocol: int) -> None:
+    """A bad VERSION line or dump line full of control characters: quoted short, terminal-safe."""
+    evil = b"\x1b]0;owned\x07\x1b[2J" + b"\x9b" + b"A" * 5000
+
+    def script(conn: socket.socket) -> None:
+        if protocol == 2:
+            conn.sendall(b"VERSION\t" + evil + b"\n")
+        else:
+            read_lines(conn, 2)
+            conn.sendall(evil + b"\n\n")
+
+    invalid: list[bytes] = []
+    with scripted_server(tmp_path, script) as path, AnvilClient(path, greeting_grace=1.0) as client:
+        try:
+            assert list(client.connect_dump(on_invalid=invalid.append)) == []
+            message = str(parse_error(invalid[0]))  # 2.3 skips a malformed line; who logs this
+        except AnvilProtocolError as e:
+            message = str(e)
+    assert len(message) < MESSAGE_MAX and "\x1b" not in message and "\x07" not in message
+    assert "\\x1b]0;owned\\x07" in message and re.search(r"… \(\d{4} bytes\)$", message)
+
+
+def parse_error(line: bytes) -> AnvilProtocolError:
+    try:
+        parse_v1_line(line)
+    except AnvilProtocolError as e:
+        return e
+    raise AssertionError("not an invalid line")
+
+
+def test_extra_kick_reply_lines_are_a_protocol_error_not_counted() -> None:
+    with (
+        AnvilSimulator(2, sessions=v2_sessions(), fault="kick-extra-lines") as sim,
+        AnvilClient(sim.path, greeting_grace=1.0) as client,
+    ):
+        result = client.kick_many([KickRequest.user("jano")])
+    assert result.count == 1  # the one requested reply; not 3
+    assert result.errors == [
+        "anvil sent more than the 1 reply line(s) requested (protocol error, not counted): 1\\x0a1\\x0a"
+    ]
+
+
+def test_unrequested_line_after_the_replies_is_seen(tmp_path: Path) -> None:
+    def script(conn: socket.socket) -> None:
+        conn.sendall(b"VERSION\tanvil-server\t2\t0\n")
+        read_lines(conn, 3)
+        conn.sendall(b"2\n")
+        time.sleep(0.1)
+        conn.sendall(b"7\n")  # late, and nobody asked
+
+    with scripted_server(tmp_path, script) as path, AnvilClient(path, greeting_grace=1.0) as client:
+        result = client.kick_many([KickRequest.user("a")])
+    assert result.count == 2 and len(result.errors) == 1 and "not counted): 7" in result.errors[0]
+
+
+@contextlib.contextmanager
+def greeting_server(tmp_path: Path, greetings: list[bytes]) -> Iterator[tuple[str, list[list[bytes]]]]:
+    """Connection i greets with ``greetings[i]`` and records every line it receives (no replies but
+    an empty dump); yields the path and the lines received per connection."""
+    path = str(tmp_path / "anvil")
+    received: list[list[bytes]] = []
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(4)
+    server.settimeout(5)
+
+    def run() -> None:
+        with contextlib.suppress(OSError):
+            for greeting in greetings:
+                conn, _ = server.accept()
+                lines: list[bytes] = []
+                received.append(lines)
+                with conn:
+                    conn.settimeout(2)
+                    conn.sendall(greeting)
+                    buf = b""
+                    while data := conn.recv(4096):
+                        buf += data
+                        while b"\n" in buf:
+                            line, buf = buf.split(b"\n", 1)
+                            lines.append(line)
+                            if line == b"CONNECT-DUMP":
+                                conn.sendall(b"\n\n")  # no alt fields, no sessions
+                                break
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield path, received
+    finally:
+        server.close()
+        thread.join(5)
+
+
+def test_kick_connection_checks_the_greeting_before_sending(tmp_path: Path) -> None:
+    """The dump connection greeted as 2.4; the kick connection does not: nothing may be sent on it."""
+    good = b"VERSION\tanvil-server\t2\t0\n"
+    with (
+        greeting_server(tmp_path, [good, b"VERSION\tanvil-server\t3\t0\n"]) as (path, received),
+        AnvilClient(path, greeting_grace=1.0, timeout=1.0) as client,
+    ):
+        assert list(client.connect_dump()) == []
+        with pytest.raises(AnvilProtocolError, match="Invalid VERSION line"):
+            client.kick_many([KickRequest.user("a")])
+    assert received[1] == []  # not even the handshake: the greeting was checked first

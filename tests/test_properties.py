@@ -27,9 +27,10 @@ from doveadm_py.anvil import (
     parse_v1_line,
     parse_v2_line,
 )
+from doveadm_py.anvil.bulk import BulkParser
 from doveadm_py.anvil.client import ConnectDump, _Conn
 from doveadm_py.anvil.escape import join_tabescaped, tabescape
-from doveadm_py.anvil.records import ENCODING, ERRORS, is_valid_ip
+from doveadm_py.anvil.records import ENCODING, ERRORS, REFCOUNT_MAX, is_valid_ip
 from doveadm_py.errors import UsageError
 from doveadm_py.masks import parse_masks, parse_net_range
 from doveadm_py.wildcard import compile_user_masks, wildcard_match_icase
@@ -89,7 +90,7 @@ def test_v2_record_round_trips_any_field_bytes(
     ip=st.sampled_from([ip for ip in IPS if ip and "%" not in ip]),
     user=st.binary(max_size=40),
     pid=st.integers(0, PID_MAX),
-    refcount=st.integers(0, 2**32 - 1),
+    refcount=st.integers(0, REFCOUNT_MAX),
 )
 def test_v1_record_round_trips_any_username_after_an_ip(
     service: bytes, ip: str, user: bytes, pid: int, refcount: int
@@ -97,6 +98,21 @@ def test_v1_record_round_trips_any_username_after_an_ip(
     ident = service + b"/" + ip.encode() + b"/" + user  # the username may contain '/' after an IP
     line = b"%s\t%d\t%d" % (tabescape(ident), pid, refcount)
     assert parse_v1_line(line) == (text(service), ip, text(user), pid, refcount)
+
+
+@PROPERTY
+@given(refcount=st.integers(REFCOUNT_MAX + 1, 2**32 - 1) | st.sampled_from([REFCOUNT_MAX + 1, 2**32 - 1]))
+def test_huge_v1_refcounts_are_bad_data_to_both_parsers(refcount: int) -> None:
+    """A 37-byte line must not become 4 billion ``who -1`` rows: line and bulk parser agree it is invalid."""
+    bad = b"imap/10.0.0.1/u\t7\t%d" % refcount
+    with pytest.raises(AnvilProtocolError, match="Invalid input"):
+        parse_v1_line(bad)
+    lines = [b"imap/10.0.0.1/u\t7\t1", b"imap/10.0.0.1/u\t7\t%d" % REFCOUNT_MAX] * 40
+    lines[50:50] = [bad]
+    invalid: list[bytes] = []
+    pieces = BulkParser(1, on_invalid=invalid.append).block(lines)
+    rows = sum(len(p) if isinstance(p, list) else len(p.users) for p in pieces)
+    assert invalid == [bad] and rows == 80
 
 
 @PROPERTY
@@ -149,7 +165,7 @@ def test_dump_parsers_fail_only_with_anvil_protocol_error(line: bytes, n_alt: in
     except AnvilProtocolError as err:
         assert "Invalid input" in str(err)
     else:
-        assert 0 <= v1.pid <= PID_MAX and 0 <= v1.refcount <= 2**32 - 1
+        assert 0 <= v1.pid <= PID_MAX and 0 <= v1.refcount <= REFCOUNT_MAX
         assert v1.ip == "" or is_valid_ip(v1.ip)
         assert "/" not in v1.service
     try:

@@ -28,6 +28,7 @@ from operator import add
 from doveadm_py.anvil.records import (
     ENCODING,
     ERRORS,
+    REFCOUNT_MAX,
     AnvilProtocolError,
     SessionV1,
     SessionV2,
@@ -91,7 +92,8 @@ _V1_PLAIN = b"\n//\t\t"  # prefixed with the LF that ends the line before (one i
 _V1_NO_IP = b"\n/\t\t"
 # Canonical pids only, so that the text is str(int(text)); 9 digits stay below PID_MAX (2^31 - 1).
 _PIDS = re.compile(r"[1-9][0-9]{0,8}(?:\t[1-9][0-9]{0,8})*")
-_REFCOUNT = re.compile(r"[0-9]{1,9}")  # below UINT_MAX (2^32 - 1)
+# Up to REFCOUNT_MAX (all nines: its number of digits), as parse_v1_line.
+_REFCOUNT = re.compile(f"[0-9]{{1,{len(str(REFCOUNT_MAX))}}}")
 _NOT_ONE = re.compile(r"[^1]")
 _GUID_LENGTH = 32
 SMALL = 32
@@ -255,7 +257,7 @@ def _with_empty_ips(lines: list[bytes], separators: bytes) -> list[bytes]:
 
 
 def _odd_refcounts(refcounts: list[str]) -> list[tuple[int, int]] | None:
-    """(row, refcount) for the refcounts other than "1"; None if one is not a number below 10^9."""
+    """(row, refcount) for the refcounts other than "1"; None if one is not a number below 10^6."""
     if refcounts.count("1") == len(refcounts):
         return []
     joined = "".join(refcounts)

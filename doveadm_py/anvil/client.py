@@ -16,7 +16,11 @@ exactly doveadm's bytes (reference section 10).
 Anvil itself has no timeouts, so all of them are ours: ``connect_timeout`` for
 connecting, ``timeout`` for each line of a reply (a line must arrive in full within
 it, which also catches a server that drips bytes), ``kick_timeout`` for each kick
-reply. Every failure is an :class:`AnvilError` naming the socket.
+reply, and ``deadline`` for a whole exchange (a dump, or all kicks), which catches a
+server that drips a line's bytes just fast enough. Lines are bounded in length (a
+greeting or kick reply to a few hundred bytes), and messages quote server data only
+as a short escaped :func:`~doveadm_py.anvil.records.excerpt`. Every failure is an
+:class:`AnvilError` naming the socket.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from doveadm_py.anvil.records import (
     PenaltyRecord,
     SessionV1,
     SessionV2,
-    line_text,
+    excerpt,
     parse_penalty_line,
     parse_v1_line,
     parse_v2_line,
@@ -52,6 +56,7 @@ V2_HANDSHAKE = b"VERSION\tanvil-client\t2\t0\n\n"
 MAX_LINE = 1024  # anvil's input buffer; a longer line makes it disconnect
 READ_SIZE = 256 * 1024
 MAX_REPLY_LINE = 1024 * 1024  # far above any real anvil line; bounds memory against a broken server
+MAX_SHORT_LINE = 256  # a VERSION line or a kick reply (a number): a few bytes
 _UINT_MAX = 2**32 - 1
 
 
@@ -124,9 +129,14 @@ def _split_hostport(target: str) -> tuple[str, int]:
 
 
 class _Conn:
-    """One socket with a read buffer; every wait is bounded and every failure an AnvilError."""
+    """One socket with a read buffer; every wait is bounded and every failure an AnvilError.
 
-    __slots__ = ("buf", "debug", "greeted", "label", "sock")
+    Two bounds apply to every read: ``timeout`` for each line (so a server dripping bytes
+    fails), and the exchange's deadline (:meth:`begin`), so one dripping a byte per
+    second fails too.
+    """
+
+    __slots__ = ("buf", "debug", "end", "greeted", "label", "sock", "span")
 
     def __init__(self, sock: socket.socket, label: str, debug: Callable[[str], None] | None) -> None:
         self.sock = sock
@@ -134,6 +144,14 @@ class _Conn:
         self.debug = debug
         self.buf = b""
         self.greeted = False  # protocol 2 VERSION line already read
+        self.span = 0.0  # the exchange's deadline in seconds (0: none yet)
+        self.end = float("inf")  # ... as a time.monotonic() value
+
+    def begin(self, deadline: float) -> None:
+        """Start an exchange that must be over within ``deadline`` seconds (once per connection)."""
+        if not self.span:
+            self.span = deadline
+            self.end = time.monotonic() + deadline
 
     def close(self) -> None:
         self.sock.close()
@@ -154,7 +172,7 @@ class _Conn:
         """Wait up to ``grace`` s for unsolicited data (a greeting); True if some arrived."""
         try:
             self.sock.settimeout(grace)
-            data = self.sock.recv(READ_SIZE)
+            data = self.sock.recv(MAX_SHORT_LINE)
         except (TimeoutError, BlockingIOError):
             return False
         except OSError as e:
@@ -166,33 +184,43 @@ class _Conn:
         self.buf += data
         return True
 
-    def _recv(self, timeout: float) -> bytes:
-        """One read of up to READ_SIZE bytes; raises TimeoutError (for the caller to word)."""
-        if timeout <= 0:
-            raise TimeoutError
+    def _recv(self, line_end: float, timeout: float, what: str) -> bytes:
+        """One read of up to READ_SIZE bytes before ``line_end`` and the exchange's end."""
+        wait = min(line_end, self.end) - time.monotonic()
         try:
-            self.sock.settimeout(timeout)
+            if wait <= 0:
+                raise TimeoutError
+            self.sock.settimeout(wait)
             return self.sock.recv(READ_SIZE)
         except TimeoutError:
-            raise
+            raise self._late_error(line_end, timeout, what) from None
         except OSError as e:
             raise AnvilError(f"read({self.label}) failed: {e.strerror or e}") from None
 
-    def _timeout_error(self, timeout: float, what: str) -> AnvilError:
+    def _late_error(self, line_end: float, timeout: float, what: str) -> AnvilError:
+        if self.end <= line_end:
+            return self.deadline_error(what)
         return AnvilError(f"read({self.label}) failed: timed out after {timeout:g} s waiting for {what}")
+
+    def deadline_error(self, what: str) -> AnvilError:
+        return AnvilError(
+            f"read({self.label}) failed: {what} did not end within the {self.span:g} s deadline"
+        )
 
     def _eof_error(self, detail: str = "") -> AnvilProtocolError:
         return AnvilProtocolError(f"read({self.label}) failed: Unexpected EOF{detail}")
 
-    def read_line(self, timeout: float, what: str, *, peek: bool = False) -> bytes | None:
+    def read_line(self, timeout: float, what: str, *, peek: bool = False, limit: int = 0) -> bytes | None:
         """The next line without its LF; None at EOF on a line boundary.
 
-        ``peek`` leaves the line in the buffer (and to the debug log of its next reader).
+        ``peek`` leaves the line in the buffer (and to the debug log of its next reader);
+        a line longer than ``limit`` bytes (default ``MAX_REPLY_LINE``) is an error.
         """
-        deadline = time.monotonic() + timeout
+        limit = limit or MAX_REPLY_LINE
+        line_end = time.monotonic() + timeout
         while True:
             i = self.buf.find(b"\n")
-            if i >= 0:
+            if 0 <= i <= limit:
                 line = self.buf[:i]
                 if peek:
                     return line
@@ -200,22 +228,19 @@ class _Conn:
                 if self.debug is not None:
                     self.debug("anvil< " + _show(line))
                 return line
-            try:
-                data = self._recv(deadline - time.monotonic())
-            except TimeoutError:
-                raise self._timeout_error(timeout, what) from None
+            self._check_length(self.buf if i < 0 else self.buf[:i], limit, what)
+            data = self._recv(line_end, timeout, what)
             if not data:
                 if self.buf:
                     raise self._eof_error(" in the middle of a line")
                 return None
             self.buf += data
-            self._check_length(self.buf)
 
-    def _check_length(self, partial_line: bytes) -> None:
-        if len(partial_line) > MAX_REPLY_LINE:
+    def _check_length(self, partial_line: bytes, limit: int, what: str) -> None:
+        if len(partial_line) > limit:
             raise AnvilProtocolError(
-                f"{self.label}: anvil sent a line longer than {MAX_REPLY_LINE} bytes: "
-                f"{line_text(partial_line[:80])}…"
+                f"{self.label}: anvil sent a line longer than {limit} bytes in {what}: "
+                + excerpt(partial_line)
             )
 
     def iter_blocks(self, timeout: float, what: str) -> Iterator[list[bytes]]:
@@ -223,12 +248,13 @@ class _Conn:
 
         Returns normally after the terminator (consumed, not yielded) with True as the
         generator's value, or at EOF on a line boundary with False; EOF inside a line
-        raises. Each line must complete within ``timeout`` s of the previous one.
+        raises. Each line must complete within ``timeout`` s of the previous one, and the
+        whole reply within the exchange's deadline.
         """
         debug = self.debug
         buf = self.buf
         self.buf = b""
-        deadline = time.monotonic() + timeout
+        line_end = time.monotonic() + timeout
         while True:
             if b"\n" in buf:
                 lines = buf.split(b"\n")
@@ -249,11 +275,8 @@ class _Conn:
                     yield lines
                 if end >= 0:
                     return True
-                deadline = time.monotonic() + timeout
-            try:
-                data = self._recv(deadline - time.monotonic())
-            except TimeoutError:
-                raise self._timeout_error(timeout, what) from None
+                line_end = time.monotonic() + timeout
+            data = self._recv(line_end, timeout, what)
             if not data:
                 if buf:
                     raise self._eof_error(" in the middle of a line")
@@ -261,7 +284,7 @@ class _Conn:
             if buf:
                 buf += data
                 if len(buf) > MAX_REPLY_LINE and b"\n" not in buf:
-                    self._check_length(buf)
+                    self._check_length(buf, MAX_REPLY_LINE, what)
             else:
                 buf = data
 
@@ -410,6 +433,7 @@ class AnvilClient:
     """
 
     KICK_WINDOW = 100  # kicks in flight on the pipelined connection (anvil runs 100 at once)
+    DRAIN_WAIT = 1.0  # after the last kick reply, how long to watch for unrequested lines
 
     def __init__(
         self,
@@ -418,6 +442,7 @@ class AnvilClient:
         timeout: float = 10.0,
         connect_timeout: float = 5.0,
         kick_timeout: float = 30.0,
+        deadline: float = 60.0,
         debug: Callable[[str], None] | None = None,
         greeting_grace: float = 0.002,
     ) -> None:
@@ -425,6 +450,7 @@ class AnvilClient:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.kick_timeout = kick_timeout
+        self.deadline = deadline
         self.greeting_grace = greeting_grace
         self._debug = debug
         self._protocol: int | None = None
@@ -533,7 +559,7 @@ class AnvilClient:
         return AnvilError(message)
 
     def _read_greeting(self, conn: _Conn) -> None:
-        line = conn.read_line(self.timeout, "anvil's VERSION line")
+        line = conn.read_line(self.timeout, "anvil's VERSION line", limit=MAX_SHORT_LINE)
         if line is None:
             raise conn._eof_error(" (no VERSION line)")
         self._check_greeting(line, conn.label)
@@ -543,7 +569,7 @@ class AnvilClient:
         """Accept ``VERSION anvil-server 2 <uint>`` like doveadm; anything else is an error."""
         fields = split_tabescaped(line)
         if not fields or fields[0] != b"VERSION":
-            raise AnvilProtocolError(f"{label}: anvil didn't send VERSION line: {line_text(line)}")
+            raise AnvilProtocolError(f"{label}: anvil didn't send VERSION line: {excerpt(line)}")
         if (
             len(fields) < 4
             or fields[1] != b"anvil-server"
@@ -551,7 +577,7 @@ class AnvilClient:
             or int(fields[2]) != 2
             or not _is_uint(fields[3])
         ):
-            raise AnvilProtocolError(f"{label}: Invalid VERSION line: {line_text(line)}")
+            raise AnvilProtocolError(f"{label}: Invalid VERSION line: {excerpt(line)}")
         self._protocol = 2
         self._server_version = (2, int(fields[3]))
         self._confirmed = True
@@ -565,6 +591,7 @@ class AnvilClient:
         self.connect()
         conn = self._take_conn()
         try:
+            conn.begin(self.deadline)
             if self._protocol == 2:
                 conn.send(V2_HANDSHAKE + payload, self.timeout)
                 if not conn.greeted:
@@ -655,6 +682,9 @@ class AnvilClient:
         self._require_v2()
         conn = self._take_conn()
         try:
+            conn.begin(self.deadline)
+            if not conn.greeted:  # nothing is sent before the server greeted as 2.4
+                self._read_greeting(conn)
             return self._pipeline(conn, lines)
         finally:
             conn.close()
@@ -716,6 +746,12 @@ class AnvilClient:
         )
 
     def _pipeline(self, conn: _Conn, lines: list[bytes]) -> KickResult:
+        """Send the handshake and ``lines`` on a greeted connection, one reply line per kick.
+
+        Replies must be short numbers: a longer partial line ends the exchange. Lines beyond one
+        per kick are a protocol error, reported and not counted; after the last reply the client
+        half-closes and reads until anvil closes (briefly) so that a trailing extra shows too.
+        """
         debug = self._debug
         sock = conn.sock
         total = len(lines)
@@ -724,13 +760,12 @@ class AnvilClient:
         if debug is not None:
             debug("anvil> " + _show(V2_HANDSHAKE.split(b"\n")[0]))
             debug("anvil> ")
-        need_greeting = not conn.greeted
         buf = conn.buf
+        conn.buf = b""
         sent = answered = count = 0
         errors: list[str] = []
         failure = ""
-        wait = self.timeout if need_greeting else self.kick_timeout
-        deadline = time.monotonic() + wait
+        line_end = time.monotonic() + self.kick_timeout
         sock.setblocking(False)
         registered = selectors.EVENT_READ
         with selectors.DefaultSelector() as sel:
@@ -746,11 +781,13 @@ class AnvilClient:
                 if wanted != registered:
                     sel.modify(sock, wanted)
                     registered = wanted
-                remaining = deadline - time.monotonic()
+                remaining = min(line_end, conn.end) - time.monotonic()
                 if remaining <= 0:
-                    if need_greeting:
-                        raise conn._timeout_error(wait, "anvil's VERSION line")
-                    failure = f"Anvil queries timed out after {self.kick_timeout:.3f} secs - aborting queries"
+                    if conn.end <= line_end:
+                        failure = f"Anvil queries not answered within the {conn.span:g} s deadline"
+                    else:
+                        failure = f"Anvil queries timed out after {self.kick_timeout:.3f} secs"
+                        failure += " - aborting queries"
                     break
                 events = sel.select(remaining)
                 if not events:
@@ -764,35 +801,62 @@ class AnvilClient:
                 except BlockingIOError:
                     continue
                 except OSError as e:
-                    if need_greeting:
-                        raise AnvilError(f"read({conn.label}) failed: {e.strerror or e}") from None
                     failure = f"read({conn.label}) failed: {e.strerror or e}"
                     break
                 if data is None:
                     continue
                 if not data:
-                    if need_greeting:
-                        raise conn._eof_error(" (no VERSION line)")
                     failure = f"read({conn.label}) failed: Unexpected EOF"
                     break
                 buf += data
-                while (i := buf.find(b"\n")) >= 0:
+                while answered < total:
+                    i = buf.find(b"\n")
+                    if not 0 <= i <= MAX_SHORT_LINE:
+                        if i > MAX_SHORT_LINE or len(buf) > MAX_SHORT_LINE:
+                            line = buf if i < 0 else buf[:i]
+                            failure = f"anvil sent a kick reply longer than {MAX_SHORT_LINE} bytes: "
+                            failure += excerpt(line)
+                        break
                     line = buf[:i]
                     buf = buf[i + 1 :]
                     if debug is not None:
                         debug("anvil< " + _show(line))
-                    if need_greeting:
-                        self._check_greeting(line, conn.label)
-                        need_greeting = False
+                    answered += 1
+                    if _is_uint(line):
+                        count += int(line)
                     else:
-                        answered += 1
-                        if _is_uint(line):
-                            count += int(line)
-                        else:
-                            errors.append(f"Unexpected reply from anvil: {line_text(line)}")
-                    deadline = time.monotonic() + self.kick_timeout
+                        errors.append(f"Unexpected reply from anvil: {excerpt(line)}")
+                    line_end = time.monotonic() + self.kick_timeout
+                if failure:
+                    break
         if failure:
             errors.append(
                 f"Failed to send kick to anvil: {failure} ({total - answered} of {total} unanswered)"
             )
+        else:
+            extra = self._trailing_data(conn, buf)
+            if extra:
+                if debug is not None:
+                    debug("anvil< " + _show(extra))
+                errors.append(
+                    f"anvil sent more than the {total} reply line(s) requested (protocol error, "
+                    f"not counted): {excerpt(extra)}"
+                )
         return KickResult(count, errors)
+
+    def _trailing_data(self, conn: _Conn, buf: bytes) -> bytes:
+        """What anvil sends after the last reply: half-close, then read until it closes (as it
+        does at once), for at most ``DRAIN_WAIT`` s and ``MAX_SHORT_LINE`` bytes."""
+        sock = conn.sock
+        end = min(time.monotonic() + self.DRAIN_WAIT, conn.end)
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            while len(buf) <= MAX_SHORT_LINE and (wait := end - time.monotonic()) > 0:
+                sock.settimeout(wait)
+                data = sock.recv(MAX_SHORT_LINE)
+                if not data:
+                    break
+                buf += data
+        except OSError:  # timed out, or reset: nothing more to learn
+            pass
+        return buf

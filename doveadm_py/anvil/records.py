@@ -25,6 +25,11 @@ ERRORS = "surrogateescape"
 _PID_MAX = 2**31 - 1  # pid_t
 _UINT_MAX = 2**32 - 1  # unsigned int (str_to_uint)
 _TIME_MAX = 2**63 - 1  # time_t
+REFCOUNT_MAX = 10**6 - 1
+"""The largest 2.3 refcount taken as real: the connections of one user from one IP in one process.
+A million is beyond any server (and ``who -1`` prints one row per connection); more is bad data."""
+EXCERPT_BYTES = 120
+"""At most this much of a line from anvil goes into a message (see :func:`excerpt`)."""
 _MAX_DIGITS = 640  # int() may refuse longer digit strings (sys.int_max_str_digits is at least 640)
 
 
@@ -67,9 +72,20 @@ class PenaltyRecord(NamedTuple):
     last_update: int  # unix time
 
 
-def line_text(line: bytes) -> str:
-    """Render a raw anvil line for an error message (doveadm prints it unchanged)."""
-    return line.decode(ENCODING, "backslashreplace")
+# C0 controls but TAB (harmless, and doveadm prints dump lines with their TABs), DEL, C1 controls.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(9), *range(10, 32), *range(127, 160))}
+
+
+def excerpt(data: bytes, limit: int = EXCERPT_BYTES) -> str:
+    """Server data for a message: at most ``limit`` bytes, invalid UTF-8 and control characters
+    escaped (``\\xNN``), so no reply can flood or drive the terminal; a cut says the full size.
+
+    Every message quoting what anvil sent goes through here.
+    """
+    text = data[:limit].decode(ENCODING, "backslashreplace").translate(_CONTROLS)
+    if len(data) > limit:
+        text += f"… ({len(data)} bytes)"
+    return text
 
 
 _ip_cache: dict[str, bool] = {}
@@ -123,7 +139,7 @@ def parse_v1_line(line: bytes) -> SessionV1:
     before it is the IP, else the rest is the username and there is no IP (so an
     lmtp username with '/' is split wrongly, as upstream). An IP that does not parse
     becomes ''; the line is still valid. Fewer than 3 fields is invalid (upstream
-    crashes); extra fields are ignored.
+    crashes), and so is a refcount above :data:`REFCOUNT_MAX`; extra fields are ignored.
     """
     # Hand-inlined: this runs once per session of a dump that can hold millions.
     parts = split_tabescaped(line) if 1 in line else line.split(b"\t")
@@ -133,7 +149,7 @@ def parse_v1_line(line: bytes) -> SessionV1:
         if pid_b.isdigit() and ref_b.isdigit() and len(pid_b) + len(ref_b) < _MAX_DIGITS:  # ASCII-only
             pid = int(pid_b)
             refcount = int(ref_b)
-            if pid <= _PID_MAX and refcount <= _UINT_MAX:
+            if pid <= _PID_MAX and refcount <= REFCOUNT_MAX:
                 service, sep, rest = parts[0].decode(ENCODING, ERRORS).partition("/")
                 if sep:
                     ip, sep, username = rest.partition("/")
@@ -142,7 +158,7 @@ def parse_v1_line(line: bytes) -> SessionV1:
                     elif ip and not is_valid_ip(ip):
                         ip = ""
                     return _new(SessionV1, (service, ip, username, pid, refcount))
-    raise AnvilProtocolError(f"Invalid input: {line_text(line)}")
+    raise AnvilProtocolError(f"Invalid input: {excerpt(line)}")
 
 
 def parse_v2_line(line: bytes, n_alt_fields: int) -> SessionV2:
@@ -170,7 +186,7 @@ def parse_v2_line(line: bytes, n_alt_fields: int) -> SessionV2:
         ):
             alt = tuple(fields[6 : 6 + n_alt_fields])
             return _new(SessionV2, (int(pid_s), fields[1], fields[2], ip, guid.lower(), dest_ip, alt))
-    raise AnvilProtocolError(f"Invalid input: {line_text(line)}")
+    raise AnvilProtocolError(f"Invalid input: {excerpt(line)}")
 
 
 def _is_guid(text: str) -> bool:
@@ -192,4 +208,4 @@ def parse_penalty_line(line: bytes) -> PenaltyRecord:
         last_update = _uint(fields[3], _TIME_MAX)
         if penalty is not None and last_penalty is not None and last_update is not None:
             return _new(PenaltyRecord, (fields[0], penalty, last_penalty, last_update))
-    raise AnvilProtocolError(f"Read invalid penalty line: {line_text(line)}")
+    raise AnvilProtocolError(f"Read invalid penalty line: {excerpt(line)}")

@@ -40,13 +40,19 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from doveadm_py.anvil.escape import join_tabescaped, split_tabescaped, tabescape
-from doveadm_py.anvil.records import ENCODING, ERRORS, PenaltyRecord, line_text
+from doveadm_py.anvil.records import ENCODING, ERRORS, PenaltyRecord, excerpt
 
-FAULTS = ("hang", "drip", "close-mid-dump", "garbage", "wrong-version")
-"""hang: accept, never answer. drip: send dumps one byte per ``drip_interval``.
-close-mid-dump: send half of a dump (cut inside a line), then close. garbage: a
-malformed line after the first dump line. wrong-version: 2.4 greets with major 3;
-2.3 answers the VERSION line with such a greeting and closes."""
+FAULTS = ("hang", "drip", "drip-forever", "close-mid-dump", "garbage", "wrong-version")
+"""Dump faults. hang: accept, never answer. drip: send dumps one byte per
+``drip_interval``. drip-forever: the same, but the dump never ends (its lines
+repeat). close-mid-dump: send half of a dump (cut inside a line), then close.
+garbage: a malformed line after the first dump line. wrong-version: 2.4 greets
+with major 3; 2.3 answers the VERSION line with such a greeting and closes."""
+KICK_FAULTS = ("kick-no-newline", "kick-extra-lines", "kick-huge-reply")
+"""2.4 kick reply faults. kick-no-newline: answer a kick with digits that never
+end (no LF; sent as fast as the client reads). kick-extra-lines: answer each kick
+three times. kick-huge-reply: answer with a 1 MiB number and LF."""
+HUGE_REPLY = 1 << 20
 
 MAX_LINE = 1024
 _TIMEOUT_GRAIN = 0.001  # the timeout resolution of epoll and poll (select has microseconds)
@@ -290,8 +296,8 @@ class AnvilSimulator:
     snapshot whose SimSession objects must not be edited in place). A simulator
     runs once: start(), then stop(). ``requests`` holds every line received (handshake included, no LF),
     ``kicks`` the KICK-* lines, ``raw_received`` the bytes of each connection in
-    accept order, ``errors`` what anvil would have logged. ``greeting_delay`` delays
-    the 2.4 greeting (and the reading of requests, as a busy anvil would);
+    accept order, ``accept_times`` when each was accepted, ``errors`` what anvil would have
+    logged. ``greeting_delay`` delays the 2.4 greeting (and the reading of requests, as a busy anvil would);
     ``kick_delay`` delays each kick reply (kicks are handled concurrently, like
     anvil's 100 parallel kicks).
     """
@@ -313,8 +319,8 @@ class AnvilSimulator:
     ) -> None:
         if protocol not in (1, 2):
             raise ValueError(f"protocol must be 1 or 2, not {protocol!r}")
-        if fault is not None and fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; choose from {', '.join(FAULTS)}")
+        if fault is not None and fault not in FAULTS + KICK_FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; choose from {', '.join(FAULTS + KICK_FAULTS)}")
         self.protocol = protocol
         self.fault = fault
         self.kick_delay = kick_delay
@@ -325,6 +331,7 @@ class AnvilSimulator:
         self.kicks: list[bytes] = []
         self.errors: list[str] = []
         self.accepted = 0
+        self.accept_times: list[float] = []  # time.monotonic() of each accept
         self._raw: list[bytearray] = []
         self._lock = threading.Lock()
         self._alt_fields = list(alt_fields)
@@ -476,6 +483,7 @@ class AnvilSimulator:
         except BlockingIOError:
             return
         sock.setblocking(False)
+        self.accept_times.append(time.monotonic())
         self.accepted += 1
         self._raw.append(bytearray())
         client = _Client(sock, len(self._raw) - 1, "hung" if self.fault == "hang" else "version")
@@ -553,8 +561,7 @@ class AnvilSimulator:
                 self._send(client, b"VERSION\tanvil-server\t3\t0\n")
             self._fail(
                 client,
-                "Anvil client not compatible with this server (mixed old and new binaries?) "
-                + line_text(line),
+                "Anvil client not compatible with this server (mixed old and new binaries?) " + excerpt(line),
             )
             return
         client.state = "handshake" if self.protocol == 2 else "ready"
@@ -565,7 +572,7 @@ class AnvilSimulator:
             return
         f = split_tabescaped(line)
         if len(f) < 2 or not f[1].isdigit():
-            self._fail(client, f"Invalid handshake pid: {line_text(line)}")
+            self._fail(client, f"Invalid handshake pid: {excerpt(line)}")
         else:
             self._fail(client, "simulator: multiplexed service connections are not simulated")
 
@@ -592,7 +599,7 @@ class AnvilSimulator:
             self.kicks.append(line)
             self._handle_kick(client, cmd.decode(), [a.decode(ENCODING, ERRORS) for a in args])
         else:
-            self._fail(client, f"Anvil client input error: Unknown command: {line_text(line)}")
+            self._fail(client, f"Anvil client input error: Unknown command: {excerpt(line)}")
 
     def _handle_kick(self, client: _Client, cmd: str, args: list[str]) -> None:
         if cmd == "KICK-USER":
@@ -614,6 +621,13 @@ class AnvilSimulator:
             with self._lock:
                 count = self._kickable().kick_alt_user(args[0], args[1], args[2] if len(args) > 2 else None)
         reply = b"%d\n" % count
+        if self.fault == "kick-extra-lines":
+            reply *= 3
+        elif self.fault == "kick-huge-reply":
+            reply = b"1" * HUGE_REPLY + b"\n"
+        elif self.fault == "kick-no-newline":
+            self._endless(client, b"%d" % count + b"1" * 65535)
+            return
         if self.kick_delay > 0:
             self._later(self.kick_delay, lambda: self._send(client, reply))
         else:
@@ -625,7 +639,9 @@ class AnvilSimulator:
         return self._table
 
     def _send_dump(self, client: _Client, data: bytes) -> None:
-        if self.fault == "drip":
+        if self.fault in ("drip", "drip-forever"):
+            if self.fault == "drip-forever":
+                data = data[:-1]  # no terminator
             client.drip = memoryview(data)
             self._later(0, lambda: self._drip(client))
         elif self.fault == "close-mid-dump":
@@ -647,9 +663,21 @@ class AnvilSimulator:
         if client.state == "closed" or client.drip is None:
             return
         self._send(client, bytes(client.drip[:1]))
-        client.drip = client.drip[1:] or None
+        rest = client.drip[1:]
+        if not rest and self.fault == "drip-forever":  # start over, without the terminator
+            with self._lock:
+                rest = memoryview(b"".join(line + b"\n" for line in self._table.dump_lines(self.protocol)[1]))
+        client.drip = rest or None
         if client.drip is not None:
             self._later(self.drip_interval, lambda: self._drip(client))
+
+    def _endless(self, client: _Client, chunk: bytes) -> None:
+        """Send ``chunk`` over and over, each time the previous one left (no unbounded queue)."""
+        if client.state == "closed":
+            return
+        if not client.out:
+            self._send(client, chunk)
+        self._later(0.001, lambda: self._endless(client, chunk))
 
     def _send(self, client: _Client, data: bytes) -> None:
         if client.state == "closed":
@@ -704,7 +732,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None) -> int:
     parser.add_argument("--users", type=int, default=None, help="distinct users (default N/3)")
     parser.add_argument("--socket", required=True, metavar="PATH", help="UNIX socket to create")
     parser.add_argument("--kick-delay", type=float, default=0.0, metavar="SECS")
-    parser.add_argument("--fault", choices=FAULTS, default=None)
+    parser.add_argument("--fault", choices=FAULTS + KICK_FAULTS, default=None)
     args = parser.parse_args(argv)
     out = stdout if stdout is not None else sys.stdout
     directory, name = os.path.split(os.path.abspath(args.socket))

@@ -97,8 +97,9 @@ class Who(DvadmCommand):
         return self.report_failures(answers)
 
     def _invalid_line(self, line: bytes) -> None:
-        text = line.decode("utf-8", "backslashreplace")
-        self.app.stderr.write(f"Error: Invalid input: {text}\n")
+        from ..anvil.records import excerpt
+
+        self.app.stderr.write(f"Error: Invalid input: {excerpt(line)}\n")
 
 
 def separate(
