@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from subprocess import PIPE
 
 import pytest
-from test_masks import reference_match  # the reference glob, shared with test_masks
+from reference_glob import reference_match
 
 from doveadm_py.anvil.escape import split_tabescaped
 from doveadm_py.anvil.simulator import AnvilSimulator, SimSession

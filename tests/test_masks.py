@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import os
 import socket
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference_glob import as_bytes, reference_match
 
 from doveadm_py import wildcard
 from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
@@ -268,27 +268,6 @@ def test_compile_user_masks_or_and_edge_cases(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(wildcard, "_CACHE_LIMIT", 2)  # answers must survive cache clears
     for _ in range(2):
         assert {name: predicate(name) for name in expected} == expected
-
-
-def reference_match(name: bytes, mask: bytes) -> bool:
-    """Plain recursive glob over bytes, ASCII case-insensitive."""
-    name, mask = name.lower(), mask.lower()
-
-    @functools.cache
-    def match(i: int, j: int) -> bool:
-        if j == len(mask):
-            return i == len(name)
-        if mask[j] == ord("*"):
-            return match(i, j + 1) or (i < len(name) and match(i + 1, j))
-        if i == len(name):
-            return False
-        return (mask[j] == ord("?") or mask[j] == name[i]) and match(i + 1, j + 1)
-
-    return match(0, 0)
-
-
-def as_bytes(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
 
 
 NAMES = st.text(alphabet=st.sampled_from([*"aAbBz.*?\\\n éÉ", "\udcff"]), max_size=12)

@@ -18,7 +18,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from test_masks import as_bytes, reference_match  # the reference glob, shared with test_masks
+from reference_glob import as_bytes, reference_match
 
 from doveadm_py.anvil import (
     AnvilError,

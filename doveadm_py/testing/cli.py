@@ -28,12 +28,17 @@ def run_dvadm(
     timeout: float = 60.0,
     input: bytes | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run ``dvadm ARGS`` as a separate process; returns it whatever its exit code (bytes out/err)."""
+    """Run ``dvadm ARGS`` as a separate process; returns it whatever its exit code (bytes out/err).
+
+    Inside :meth:`doveadm_py.testing.venv.ThrowawayEnv.activated`, the throwaway venv's dvadm.
+    """
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
+    python = os.environ.get("DVADM_TEST_PYTHON")
+    command = [python, "-m", "doveadm_py"] if python else [dvadm_executable()]
     return subprocess.run(
-        [dvadm_executable(), *args],
+        [*command, *args],
         env=full_env,
         capture_output=True,
         timeout=timeout,

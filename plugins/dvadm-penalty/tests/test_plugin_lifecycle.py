@@ -1,5 +1,6 @@
 """The plugin as a distribution: listed with its provider once installed, isolated from a broken
-neighbour, and gone without a trace when uninstalled. (Runs last: the final test uninstalls it.)"""
+neighbour, and gone without a trace when uninstalled. All of it happens in a throwaway venv, so
+the tests run in any order (an uninstalled plugin is installed again by the next that needs it)."""
 
 from __future__ import annotations
 
@@ -109,3 +110,22 @@ def test_uninstall_removes_the_command_and_nothing_else(penalty_plugin: Any, sim
     assert run_dvadm("who", "--help").returncode == 0
     check_who_works(sim)
     assert sim.requests.count(b"PENALTY-DUMP") == 1  # only the run before the uninstall reached anvil
+
+
+def test_installed_not_into_the_running_interpreter(penalty_plugin: Any) -> None:
+    """The plugin lives in the throwaway venv only; the plain dvadm has no penalty command."""
+    import importlib.util
+    import subprocess
+
+    assert importlib.util.find_spec("dvadm_penalty") is None
+    found = subprocess.run(
+        [str(penalty_plugin.env.python), "-c", "import dvadm_penalty; print(dvadm_penalty.__file__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert found.stdout.startswith(str(penalty_plugin.env.root))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("DVADM_TEST_PYTHON")
+        assert run_dvadm("penalty").returncode == 64
