@@ -9,13 +9,12 @@ real IMAP processes for Dovecot, stand-ins started by the test for the simulator
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from anvil_helpers import raw, stand_in
 
 from doveadm_py.anvil import AnvilClient, AnvilError
 from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
@@ -31,15 +30,6 @@ V1 = b"VERSION\tanvil\t1\t0\n"
 class Backend:
     name: str
     path: str
-
-
-def stand_in(title: str = "dovecot/imap") -> subprocess.Popen[bytes]:
-    """A process whose /proc cmdline starts with ``title``, as Dovecot's mail processes' do."""
-    proc = subprocess.Popen(["bash", "-c", f"exec -a {title} sleep 60"])
-    deadline = time.monotonic() + 5
-    while not process_cmdline(proc.pid).startswith(title.encode()) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return proc
 
 
 @pytest.fixture(scope="module", params=["simulator", "dovecot"])
@@ -58,29 +48,6 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     require_dovecot()
     with DovecotInstance() as dovecot, open_sessions(dovecot, SPECS):
         yield Backend("dovecot", str(dovecot.anvil_path))
-
-
-def raw(path: str, request: bytes, timeout: float = 2.0) -> tuple[bytes, bool]:
-    """Send ``request``; return what came back until the empty line, and whether anvil hung up."""
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.settimeout(timeout)
-        sock.connect(path)
-        sock.sendall(request)
-        data = b""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                return data, False
-            except ConnectionResetError:  # closed with our unread request still queued
-                return data, True
-            if not chunk:
-                return data, True
-            data += chunk
-            if data == b"\n" or data.endswith(b"\n\n"):
-                return data, False
-        return data, False
 
 
 def test_detects_protocol_1_without_waiting(backend: Backend) -> None:
