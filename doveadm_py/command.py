@@ -49,8 +49,6 @@ class _HelpAction(argparse.Action):
     def __call__(
         self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None
     ) -> None:
-        from .helpcmd import provider_note
-
         command = parser.dvadm_command  # type: ignore[attr-defined]
         add_epilog(parser, provider_note(command))
         parser.print_help(command.app.stdout)
@@ -93,6 +91,18 @@ def permute(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str]
         else:
             options.extend((word, value))
     return options, positionals
+
+
+#: The distribution of dvadm's own commands; help names any other provider.
+APP_DISTRIBUTION = "dvadm"
+
+
+def provider_note(command: Any) -> str:
+    """The "provided by" line for a third-party command's help ('' for dvadm's own)."""
+    dist = command.app.command_manager.provider(command.cmd_name)
+    if dist and dist != APP_DISTRIBUTION:
+        return f"This command is provided by the {dist} distribution."
+    return ""
 
 
 def add_epilog(parser: argparse.ArgumentParser, note: str) -> None:

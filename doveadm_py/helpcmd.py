@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import inspect
-from typing import Any
 
-from .command import DvadmCommand, add_epilog
+from .command import APP_DISTRIBUTION, DvadmCommand, add_epilog, provider_note
 from .globalopts import USAGE
-from .loader import BrokenPluginError, UnknownCommandError
+from .loader import BrokenPluginError, UnknownCommandError, command_providers
 
 GLOBAL_OPTIONS_HELP = """\
 global options (before the command word only, as doveadm):
@@ -27,8 +26,6 @@ global options (before the command word only, as doveadm):
   -k, -L          accepted for compatibility
   --help, --version
 """
-
-APP_DISTRIBUTION = "dvadm"
 
 
 class HelpCommand(DvadmCommand):
@@ -72,19 +69,3 @@ class HelpCommand(DvadmCommand):
         doc = (inspect.getdoc(factory) or "").split("\n", 1)[0]
         line = f"  {name:<14} {doc}{note}"
         return f"{line}\n  {'':<14} dvadm {name} {usage}" if usage else line
-
-
-def command_providers(group: str = "dvadm.commands") -> dict[tuple[str, str], str]:
-    """(entry point name, value) -> distribution name, from one scan of the group."""
-    from importlib.metadata import entry_points
-
-    return {(ep.name, ep.value): ep.dist.name for ep in entry_points(group=group) if ep.dist is not None}
-
-
-def provider_note(command: Any) -> str:
-    """'provided by' line for a third-party command's --help."""
-    ep = command.app.command_manager.commands.get(command.cmd_name)
-    dist = command_providers().get((getattr(ep, "name", ""), getattr(ep, "value", "")))
-    if dist and dist != APP_DISTRIBUTION:
-        return f"This command is provided by the {dist} distribution."
-    return ""

@@ -38,21 +38,23 @@ def list_entry_points(group: str) -> list[EntryPoint]:
     return ExtensionManager.make_test_instance([], namespace=group).list_entry_points()
 
 
-def distribution_of(entry_point: Any, group: str = COMMAND_GROUP) -> str | None:
-    """Name of the distribution that declares an entry point.
+def command_providers(group: str = COMMAND_GROUP) -> dict[tuple[str, str], str]:
+    """(entry point name, value) -> distribution name, from one scan of the group.
 
     stevedore's cache does not keep distributions, so this scans the group's entry points
     with importlib.metadata; only help and error paths call it, never a normal run.
     """
-    if getattr(entry_point, "dist", None) is not None:
-        return entry_point.dist.name
     from importlib.metadata import entry_points
 
-    value = getattr(entry_point, "value", None)
-    for ep in entry_points(group=group):
-        if ep.name == entry_point.name and ep.value == value and ep.dist is not None:
-            return ep.dist.name
-    return None
+    return {(ep.name, ep.value): ep.dist.name for ep in entry_points(group=group) if ep.dist is not None}
+
+
+def distribution_of(entry_point: Any, group: str = COMMAND_GROUP) -> str | None:
+    """Name of the distribution that declares an entry point (None if unknown)."""
+    if getattr(entry_point, "dist", None) is not None:
+        return str(entry_point.dist.name)
+    key = (getattr(entry_point, "name", ""), getattr(entry_point, "value", ""))
+    return command_providers(group).get(key)
 
 
 class LazyCommandManager(CommandManager):
@@ -116,6 +118,11 @@ class LazyCommandManager(CommandManager):
 
     def names(self) -> list[str]:
         return sorted(self.commands)
+
+    def provider(self, name: str) -> str | None:
+        """The distribution that ships command ``name`` (help and errors only: scans metadata)."""
+        ep = self.commands.get(name)
+        return distribution_of(ep, self.namespace or COMMAND_GROUP) if ep is not None else None
 
 
 def _leading_words(argv: Iterable[str]) -> list[str]:
