@@ -4,8 +4,8 @@
 HTTP API; :func:`write_fleet` writes a fleet file with 0600 key files. :class:`FakeApiServer`
 answers like Dovecot 2.3's API with canned sessions after a delay, or misbehaves (``fault``:
 ``"hang"`` accepts and never answers, ``"garbage"`` sends invalid JSON, ``"500"``, ``"401"``,
-``"close"`` closes without an answer); it is for the benchmark and for faults a real server
-cannot be made to show.
+``"close"`` closes without an answer), or sends ``raw_reply`` as its 200 body; it is for
+the benchmark and for faults a real server cannot be made to show.
 """
 
 from __future__ import annotations
@@ -64,8 +64,10 @@ class FakeApiServer:
         *,
         delay: float = 0.0,
         fault: str | None = None,
+        raw_reply: bytes | None = None,
     ) -> None:
         self.sessions = [dict(s) for s in sessions]
+        self.raw_reply = raw_reply
         self.delay = delay
         self.fault = fault
         self.requests: list[bytes] = []
@@ -144,6 +146,8 @@ class FakeApiServer:
             return "500 Internal Server Error", b"Internal Server Error"
         if self.fault == "401":
             return "401 Unauthorized", b"Unauthorized"
+        if self.raw_reply is not None:
+            return "200 OK", self.raw_reply
         if self.fault == "garbage":
             return "200 OK", b'[["doveadmResponse",[{"username":'
         if not body:  # GET /doveadm/v1: the 2.3 command list

@@ -1,0 +1,89 @@
+"""Every way a remote server can fail leaves the other servers' results intact: one line naming it, exit 75.
+
+Fake doveadm HTTP API servers play the faults a real Dovecot cannot be made to show on demand
+(the real-server cases, down, hung and a wrong key, are in test_fleet_dovecot.py).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from doveadm_py.testing import cli
+from doveadm_py.testing.fleet import FakeApiServer, write_fleet
+
+GOOD = [
+    {"username": "jane", "service": "imap", "pid": "101", "ip": "192.0.2.1"},
+    {"username": "foo", "service": "imap", "pid": "102", "ip": "192.0.2.2"},
+]
+GOOD_OUT = (
+    "server\tusername\tproto\tpid\tip\ngood\tjane\timap\t101\t192.0.2.1\ngood\tfoo\timap\t102\t192.0.2.2\n"
+)
+
+
+def run_fleet(tmp_path: Path, bad: FakeApiServer, *args: str) -> tuple[int, str, str]:
+    with ExitStack() as stack:
+        good = stack.enter_context(FakeApiServer(GOOD))
+        stack.enter_context(bad)
+        fleet = write_fleet(
+            tmp_path, {"good": {"url": good.url, "key": "k1"}, "bad": {"url": bad.url, "key": "k2-secret"}}
+        )
+        proc = cli.run_dvadm(
+            "-o", "dvadm_http_timeout=1", *args, env=dict(os.environ, DVADM_FLEET=str(fleet)), timeout=60
+        )
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("server", "message"),
+    [
+        (FakeApiServer(fault="500"), "HTTP 500 Internal Server Error"),
+        (FakeApiServer(fault="401"), "authentication failed (HTTP 401): check the API key or password"),
+        (FakeApiServer(fault="garbage"), "malformed JSON in the reply: "),
+        (FakeApiServer(fault="close"), "closed the connection without an answer"),
+        (FakeApiServer(fault="hang"), "within 1 s; Dovecot 2.3 does not answer a wrong API key or password"),
+        (FakeApiServer(raw_reply=b'[["error",{"type":"exitCode","exitCode":75},"dvadm1"]]'), "exit code 75"),
+        (
+            FakeApiServer(raw_reply=b'[["error",{"type":"unAuthorized"},"dvadm1"]]'),
+            'failed on the server: {"type',
+        ),
+        (FakeApiServer(raw_reply=b'{"not": "a list"}'), "malformed reply to who: not a list of results"),
+        (FakeApiServer(raw_reply=b'[["doveadmResponse",[],"wrong-tag"]]'), "malformed reply to who"),
+        (FakeApiServer(raw_reply=b'[["doveadmResponse",[1,2],"dvadm1"]]'), "rows are not objects"),
+        (
+            FakeApiServer(
+                raw_reply=b'[["doveadmResponse",[{"username":"x","service":"imap","pid":"-1","ip":""}],"dvadm1"]]'
+            ),
+            "malformed who reply: pid '-1'",
+        ),
+        (
+            FakeApiServer(
+                raw_reply=b'[["doveadmResponse",[{"username":7,"service":"imap","pid":"1","ip":""}],"dvadm1"]]'
+            ),
+            "'username' is 7",
+        ),
+        (FakeApiServer(raw_reply=b"[" * 100000), "malformed JSON in the reply"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_a_failing_server_is_named_and_the_others_print(
+    tmp_path: Path, server: FakeApiServer, message: str
+) -> None:
+    code, out, err = run_fleet(tmp_path, server, "-f", "tab", "who", "-S", "all", "-1")
+    assert code == 75
+    assert out == GOOD_OUT
+    assert err.startswith("Error: bad: ") and err.count("\n") == 1, err
+    assert message in err
+    assert "Traceback" not in err and "k2-secret" not in err
+
+
+def test_a_failing_server_kicks_nothing_and_the_others_report(tmp_path: Path) -> None:
+    code, out, err = run_fleet(
+        tmp_path, FakeApiServer(fault="garbage"), "-f", "tab", "kick", "-S", "all", "nobody"
+    )
+    assert code == 75
+    assert out == "server\tconnections\tusers\ngood\t0\t\ntotal\t0\t\n"
+    assert err.startswith("Error: bad: malformed JSON in the reply: ")
