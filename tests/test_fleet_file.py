@@ -171,3 +171,31 @@ def test_a_command_without_remote_support_refuses_s() -> None:
     with pytest.raises(UsageError) as info:
         cmd.run(parsed)
     assert info.value.message == "'local only' does not support -S (remote servers): it reads the local anvil"
+
+
+def literal_blocks_after(text: str, marker: str) -> list[str]:
+    """The indented literal blocks that follow a line ending with ``marker`` in an rst file."""
+    blocks = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.rstrip().endswith(marker):
+            block = []
+            for follow in lines[i + 2 :]:
+                if follow and not follow.startswith("    "):
+                    break
+                block.append(follow[4:])
+            blocks.append("\n".join(block))
+    return blocks
+
+
+def test_the_documented_fleet_files_parse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = Path(__file__).resolve().parent.parent
+    (readme,) = literal_blocks_after((repo / "README.rst").read_text(), "fleet.toml``)::")
+    fleet = load(tmp_path, readme)
+    assert [s.name for s in fl.select(fleet, ["backends"])] == ["backend1"]
+    docs = literal_blocks_after((repo / "docs" / "fleet.rst").read_text(), "``~/.config/dvadm/fleet.toml``::")
+    fleet = load(tmp_path, docs[0])
+    assert [s.name for s in fl.select(fleet, ["backends"])] == ["backend1", "backend2"]
+    assert fleet.servers["backend1"].ca_file == "/etc/dvadm/mail-ca.pem"
+    assert fleet.servers["backend2"].timeouts == {"timeout": 60.0}
+    assert fleet.defaults == {"connect_timeout": 5.0, "timeout": 30.0}
