@@ -6,12 +6,14 @@ Each case runs the installed ``dvadm`` through ``sh`` so that the descriptor is 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
 import pytest
 
 from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
+from doveadm_py.output.json import ascii_json
 from doveadm_py.testing.cli import dvadm_executable
 
 EX_IOERR = 74
@@ -108,3 +110,17 @@ def test_ascii_only_encoding_kick_reports_its_count(sim):
     proc = run_sh("", "kick", "-a", sim.path, "j*", env={"PYTHONIOENCODING": "ascii"})
     assert (proc.returncode, proc.stdout) == (0, b"1 connections kicked\n"), proc.stderr
     assert [s.username for s in sim.sessions] == ["bob"]
+
+
+def test_ascii_only_encoding_keeps_json_valid(sim):
+    proc = run_sh("", "-f", "json", "who", "-1", "-a", sim.path, env={"PYTHONIOENCODING": "ascii"})
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [row["username"] for row in rows] == ["jöhn", "bob"]
+    assert b"j\\u00f6hn" in proc.stdout
+
+
+def test_ascii_json_escapes_beyond_the_bmp_as_surrogate_pairs():
+    text = "a\U0001f600é"
+    assert ascii_json(text) == "a\\ud83d\\ude00\\u00e9"
+    assert json.loads('"' + ascii_json(text) + '"') == text

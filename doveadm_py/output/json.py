@@ -62,6 +62,27 @@ def json_escaper(generation: int) -> Callable[[str], str]:
     return escape
 
 
+_NON_ASCII = re.compile("[^\x00-\x7f]")
+
+
+def _u_escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def ascii_json(text: str) -> str:
+    """Non-ASCII as ``\\u`` escapes: still the same JSON, for an output encoding without them."""
+    return text if text.isascii() else _NON_ASCII.sub(_u_escape, text)
+
+
+def _unicode_output(out: object) -> bool:
+    encoding = getattr(out, "encoding", None)
+    return not isinstance(encoding, str) or encoding.lower().replace("-", "").startswith("utf")
+
+
 class JsonFormatter(Formatter):
     """``-f json``: keys, not titles, name the fields."""
 
@@ -71,12 +92,15 @@ class JsonFormatter(Formatter):
         escape = json_escaper(self.generation)
         template = "{" + ",".join(f'"{percent_literal(escape(h.key))}":"%s"' for h in headers) + "}"
         out = self.out
+        unicode_out = _unicode_output(out)  # else (PYTHONIOENCODING=ascii) \u escapes keep it valid JSON
         opener = "["
         for batch in batched(rows):
             if needs_escape("".join(map("".join, batch))):
                 text = ",".join([template % tuple([escape(v) for v in row]) for row in batch])
             else:
                 text = ",".join(map(template.__mod__, map(tuple, batch)))
+            if not unicode_out:
+                text = ascii_json(text)
             out.write(opener + text)
             opener = ","
         out.write("[]" if opener == "[" else "]")
