@@ -18,6 +18,8 @@ from doveadm_py.errors import UsageError
 from doveadm_py.globalopts import parse_global_options
 from doveadm_py.settings import Settings
 from doveadm_py.testing.cli import run_dvadm
+from doveadm_py.testing.dovecot import tool_binary
+from doveadm_py.testing.fixtures import require_dovecot
 
 
 @pytest.fixture
@@ -243,8 +245,8 @@ def test_base_dir_from_config_file_without_doveconf(tmp_path):
     assert settings_for(["-c", str(conf), "who"], doveconf=None).base_dir == "/run/mine/"
 
 
-@pytest.mark.skipif(not Path("/usr/bin/doveconf").exists(), reason="doveconf not installed")
 def test_base_dir_from_doveconf(tmp_path):
+    require_dovecot()  # a skip only outside CI: DVADM_REQUIRE_DOVECOT=1 fails without doveconf
     conf = tmp_path / "dovecot.conf"
     conf.write_text(f"base_dir = {tmp_path}/run\n")
     assert settings_for(["-c", str(conf), "who"]).base_dir.rstrip("/") == f"{tmp_path}/run"
@@ -362,3 +364,17 @@ def test_a_command_without_positionals_still_parses_and_names_extra_words():
     assert parse(None, parser, ["-a", "s", "--"]).a == "s"  # type: ignore[arg-type]
     with pytest.raises(UsageError, match=r"^dvadm x: unrecognized arguments: y -z$"):
         parse(None, parser, ["y", "--", "-z"])  # type: ignore[arg-type]
+
+
+def test_double_dash_reads_as_the_real_doveadm_23_reads_it():
+    """Read-only, on a 2.3 simulator both tools can talk to: the same rows for the same words."""
+    require_dovecot()
+    doveadm = tool_binary("doveadm")
+    assert doveadm
+    sessions = [SimSession(pid=1001, username="-bob", ip="192.0.2.1"), SimSession(pid=1002, username="bob")]
+    with AnvilSimulator(protocol=1, sessions=sessions) as sim:
+        for words in (["--", "-bob"], ["-1", "--", "-bob"], ["bob", "--"]):
+            argv = ["-f", "tab", "who", "-a", sim.path, *words]
+            ours = run_dvadm(*argv)
+            theirs = subprocess.run([doveadm, *argv], capture_output=True, timeout=30, check=False)
+            assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout), words
