@@ -1,30 +1,20 @@
-"""A throwaway Dovecot 2.3 whose imap-login proxies logins on a second port to its own backend port.
+"""A throwaway Dovecot (2.3 or 2.4) whose login proxy forwards to two backend addresses of its own.
 
-Reference section 10 ("A Dovecot 2.3 that proxies to itself"): a second ``inet_listener`` in
-``service imap-login`` (the proxy port), ``login_trusted_networks`` so the backend sees the
-client's address, and, *before* the regular passdb, a passwd-file passdb keyed
-``px<port>-<user>`` through ``username_format=px%{real_lport}-%u``: a login on the proxy port
-finds its line (``proxy=y host=... port=<backend port>`` and any extra fields such as
-``user_alias=...``); a login on the backend port finds no ``px<backend port>-`` key and falls
-through to the regular passdb. ``%{lport}`` instead of ``%{real_lport}`` would loop (the proxy's
-forwarded ID makes the backend see the proxy's port).
-
-The backend also listens on ``127.0.0.2`` (:data:`SECOND_BACKEND`), so proxies can go to two
-destination hosts: ``proxy kick -h`` then has something to tell apart.
-
-Each proxied login is one imap-login process (Dovecot's default ``service_count = 1``) with its
-own connection to ``<base_dir>/ipc``: exactly the set-up in which ``LIST-FULL`` shows every
-process's header line.
+The harness's ``DovecotInstance(proxy=True)`` already proxies logins on ``proxy_port`` to its own
+``imap_port`` on 127.0.0.1 (reference section 10, "A Dovecot 2.3 that proxies to itself").
+:class:`ProxyDovecot` adds a second destination: the backend also listens on ``127.0.0.2``
+(:data:`SECOND_BACKEND`), and ``proxy_hosts`` sends chosen users' proxies there, so that
+``proxy kick -h`` has destinations to tell apart. Each proxied login is one imap-login process
+(Dovecot's default), so on 2.3 every one has its own connection to ``<base_dir>/ipc``: the set-up
+in which ``LIST-FULL`` shows every process's header line.
 """
 
 from __future__ import annotations
 
-import os
-import pwd
 import time
 from collections.abc import Mapping, Sequence
 
-from doveadm_py.testing.dovecot import DovecotError, DovecotInstance, free_port
+from doveadm_py.testing.dovecot import DovecotError, DovecotInstance
 from doveadm_py.testing.imap import ImapSession, SessionGroup, _anvil_counts, wait_registered
 
 SECOND_BACKEND = "127.0.0.2"
@@ -32,12 +22,12 @@ SECOND_BACKEND = "127.0.0.2"
 
 
 class ProxyDovecot(DovecotInstance):
-    """A :class:`DovecotInstance` with a login proxy in front of its own IMAP backend.
+    """A :class:`DovecotInstance` with ``proxy=True`` and a second backend address.
 
-    ``proxy_fields`` maps a username to the extra passdb fields its proxied logins carry,
-    e.g. ``{"jane": {"user_alias": "jane-alias"}}``; ``proxy_hosts`` maps a username to the
-    backend address its proxy connects to (default ``127.0.0.1``, or :data:`SECOND_BACKEND`).
-    Every user can log in directly (``imap_port``) and through the proxy (``proxy_port``).
+    ``proxy_fields`` maps a username to its ``user_*`` fields (as ``user_fields``: in the proxy's
+    passdb reply too); ``proxy_hosts`` maps a username to the backend address its proxy connects
+    to (default the instance's host, or :data:`SECOND_BACKEND`). Every user logs in directly
+    (``imap_port``) and through the proxy (``proxy_port``). Other keywords: as DovecotInstance.
     """
 
     def __init__(
@@ -49,67 +39,40 @@ class ProxyDovecot(DovecotInstance):
         proxy_hosts: Mapping[str, str] | None = None,
         **kwargs: object,
     ) -> None:
-        super().__init__(users, extra_conf, **kwargs)  # type: ignore[arg-type]
-        self.proxy_fields = {user: dict(fields) for user, fields in (proxy_fields or {}).items()}
+        super().__init__(users, extra_conf, proxy=True, user_fields=proxy_fields, **kwargs)  # type: ignore[arg-type]
         self.proxy_hosts = dict(proxy_hosts or {})
-        for user, fields in self.proxy_fields.items():
-            for key, value in fields.items():
-                if not key or any(c in key + value for c in " :\t\r\n\0"):
-                    raise ValueError(f"proxy field {key}={value!r} of {user} cannot go into a passwd-file")
-        self.proxy_port: int | None = None
+        for user, host in self.proxy_hosts.items():
+            if host not in (self.host, SECOND_BACKEND):
+                raise ValueError(
+                    f"proxy host {host!r} of {user}: the backend listens on {self.host} and {SECOND_BACKEND}"
+                )
 
     @property
     def ipc_path(self) -> str:
-        """``<base_dir>/ipc``, the socket ``doveadm proxy`` talks to."""
+        """``<base_dir>/ipc``, the socket ``doveadm proxy`` talks to on 2.3."""
         return str(self.base_dir / "ipc")
 
     def _write_files(self) -> None:
-        self.proxy_port = free_port(self.host)
-        while self.proxy_port == self.imap_port:
-            self.proxy_port = free_port(self.host)
         super()._write_files()
-        work = self._work()
-        lines = []
-        for user, password in self.users.items():
-            host = self.proxy_hosts.get(user, self.host)
-            fields = {
-                "proxy": "y",
-                "host": host,
-                "port": str(self.imap_port),
-                **self.proxy_fields.get(user, {}),
-            }
-            extra = " ".join(f"{key}={value}" for key, value in fields.items())
-            lines.append(f"px{self.proxy_port}-{user}:{{PLAIN}}{password}::::::{extra}\n")
-        path = work / "proxy-passwd"
-        path.write_text("".join(lines))
-        os.chown(path, 0, pwd.getpwnam("dovecot").pw_gid)
-        path.chmod(0o640)
+        # The proxy passdb's lines are "<key><user>:...proxy=y host=<host> port=..." (key "px<port>-" on 2.3).
+        prefix = f"px{self.proxy_port}-" if self.server.generation == 1 else ""
+        for path in self._work().glob("proxy-*"):
+            lines = path.read_text().splitlines(keepends=True)
+            for i, line in enumerate(lines):
+                user = line.split(":", 1)[0].removeprefix(prefix)
+                host = self.proxy_hosts.get(user)
+                if host is not None:
+                    lines[i] = line.replace(f" host={self.host} ", f" host={host} ", 1)
+            path.write_text("".join(lines))
 
     def config_text(self) -> str:
-        text = super().config_text()
-        work = self._work()
-        proxy_passdb = (
-            "# Logins on the proxy port find px<proxy port>-<user>: proxy=y to the backend port.\n"
-            "passdb {\n"
-            "  driver = passwd-file\n"
-            f"  args = scheme=PLAIN username_format=px%{{real_lport}}-%u {work}/proxy-passwd\n"
-            "}\n"
-        )
-        marker = "passdb {\n"
-        if marker not in text:
-            raise DovecotError("the base configuration has no passdb block to put the proxy passdb before")
-        text = text.replace(marker, proxy_passdb + marker, 1)
+        key = "address" if self.server.generation == 1 else "listen"
         return (
-            text
+            super().config_text()
             + f"""
-login_trusted_networks = 127.0.0.0/8
 service imap-login {{
-  inet_listener imap-proxy {{
-    address = {self.host}
-    port = {self.proxy_port}
-  }}
   inet_listener imap-second {{
-    address = {SECOND_BACKEND}
+    {key} = {SECOND_BACKEND}
     port = {self.imap_port}
   }}
 }}
