@@ -101,7 +101,9 @@ class ProxyCommand:
     def _anvil_speaks_v2(self) -> bool:
         """No ipc socket: is ``<base_dir>/anvil`` a 2.4 anvil? (Then it is kept for who/kick.)"""
         try:
-            client = super().anvil(None)  # type: ignore[misc]
+            # Patient: this is only asked when there is no ipc socket, where 2.3 fails anyway.
+            grace = self.ipc_settings()["connect_timeout"]
+            client = super().anvil(None, greeting_grace=grace)  # type: ignore[misc]
             protocol = client.protocol
         except AnvilError:
             return False

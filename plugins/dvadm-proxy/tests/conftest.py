@@ -66,15 +66,15 @@ def dvadm(proxy_python: Path) -> RunDvadm:
 
 @pytest.fixture
 def proxy_dovecot() -> Iterator[Callable[..., Any]]:
-    """Start :class:`~doveadm_py.testing.proxy.ProxyDovecot` instances (stopped at teardown);
-    skips without a usable Dovecot 2.3 unless DVADM_REQUIRE_DOVECOT=1."""
+    """Start :class:`~doveadm_py.testing.proxy.ProxyDovecot` instances (stopped at teardown); one
+    whose ``server=`` (default the host's 2.3) is unusable skips, or fails under DVADM_REQUIRE_DOVECOT=1."""
     from doveadm_py.testing.fixtures import require_dovecot
     from doveadm_py.testing.proxy import ProxyDovecot
 
-    require_dovecot()
     started: list[ProxyDovecot] = []
 
     def make(**kwargs: Any) -> ProxyDovecot:
+        require_dovecot(kwargs.get("server"))
         instance = ProxyDovecot(**kwargs)
         started.append(instance)
         instance.start()

@@ -10,22 +10,14 @@ process's: exact with one proxying process, else one of the per-process counts.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import pytest
+from proxy_helpers import ALIASES, DIRECT, PROXIED, RunDvadm, Spec, both, kick_once, records
 
-from doveadm_py.testing.imap import wait_registered
 from doveadm_py.testing.proxy import SECOND_BACKEND, ProxyDovecot, open_proxied_sessions, wait_no_proxies
 
-RunDvadm = Callable[..., subprocess.CompletedProcess[bytes]]
 pytestmark = pytest.mark.dovecot
-
-ALIASES = {"jane": "jane-a", "foo": "shared", "james": "shared", "jano": "jano-a", "bar@example.org": "bar-a"}
-PROXIED = [("jane", "127.0.3.7"), ("foo", "127.0.3.8"), ("james", "127.0.3.9")]
-DIRECT = [("jane", "127.0.0.12"), ("foo", "127.0.0.15"), ("james", "127.0.0.13")]
 
 
 @pytest.fixture
@@ -35,25 +27,6 @@ def server(proxy_dovecot: Callable[..., ProxyDovecot]) -> ProxyDovecot:
         proxy_fields={user: {"user_alias": alias} for user, alias in ALIASES.items()},
         proxy_hosts={"foo": SECOND_BACKEND},
     )
-
-
-def both(server: ProxyDovecot, dvadm: RunDvadm, *args: str) -> tuple[Any, Any]:
-    ours = dvadm("-c", str(server.config_path), *args)
-    theirs = server.doveadm(*args)
-    return ours, theirs
-
-
-def records(formatter: str, out: bytes) -> tuple[Any, list[Any]]:
-    """(first line or None, the other records sorted): the comparison order cannot matter for."""
-    if formatter == "json":
-        rows = json.loads(out)
-        return None, sorted(json.dumps(row, sort_keys=True) for row in rows)
-    if formatter == "pager":
-        return None, sorted(out.split(b"\f\n"))
-    lines = out.split(b"\n")
-    if formatter == "flow" or formatter == "-h":
-        return None, sorted(lines)
-    return lines[0], sorted(lines[1:])
 
 
 @pytest.mark.parametrize("formatter", ["table", "tab", "flow", "pager", "json", "-h"])
@@ -95,24 +68,8 @@ def test_proxy_list_table_bytes_with_one_proxy(server: ProxyDovecot, dvadm: RunD
     ]
 
 
-def kick_once(
-    server: ProxyDovecot,
-    run: Callable[..., Any],
-    args: Sequence[str],
-    proxied_specs: Sequence[tuple[str, str]],
-) -> tuple[Any, set[tuple[str, str]], set[tuple[str, str]]]:
-    """Open the sessions, run one kick, return (result, proxied closed, direct closed)."""
-    proxied, direct = open_proxied_sessions(server, proxied_specs, DIRECT)
-    with proxied, direct:
-        result = run("proxy", "kick", *args)
-        closed = proxied.wait_for_disconnects(expected_closed(args, proxied_specs), timeout=10, settle=0.5)
-        direct_closed = {s.spec for s in direct.disconnected()}
-    wait_no_proxies(server)
-    wait_registered(server, 0, timeout=10)  # the backends are gone too: the next round starts clean
-    return result, closed, direct_closed
-
-
-def expected_closed(args: Sequence[str], specs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+def expected_closed(args: Sequence[str], specs: Sequence[Spec]) -> set[Spec]:
+    """2.3: exact names, alt values or passdb hosts, and only proxied sessions."""
     if args[0] == "-h":
         hosts = set(args[1:])
         return {(u, ip) for u, ip in specs if (SECOND_BACKEND if u == "foo" else "127.0.0.1") in hosts}
@@ -137,27 +94,29 @@ def expected_closed(args: Sequence[str], specs: Sequence[tuple[str, str]]) -> se
 def test_proxy_kick_disconnects_exactly_the_proxied_sessions(
     server: ProxyDovecot, dvadm: RunDvadm, args: tuple[str, ...]
 ) -> None:
-    config = ("-c", str(server.config_path))
+    config = server.dvadm_args()
     expected = expected_closed(args, PROXIED)
-    ours, closed, direct_closed = kick_once(server, lambda *a: dvadm(*config, *a), args, PROXIED)
+    ours, closed, direct_closed = kick_once(server, lambda *a: dvadm(*config, *a), args, PROXIED, expected)
     assert (ours.returncode, ours.stderr) == (0, b""), ours.stderr
     assert closed == expected
     assert direct_closed == set()  # the same users' direct sessions are no proxies: untouched
     # the count is the last login process's: 1 if that one kicked, else 0
     assert ours.stdout in {b"%d connections kicked\n" % n for n in ({0, 1} if expected else {0})}
-    theirs, their_closed, their_direct_closed = kick_once(server, server.doveadm, args, PROXIED)
+    theirs, their_closed, their_direct_closed = kick_once(server, server.doveadm, args, PROXIED, expected)
     assert (theirs.returncode, their_closed, their_direct_closed) == (0, closed, direct_closed)
     assert theirs.stdout in {b"%d connections kicked\n" % n for n in ({0, 1} if expected else {0})}
 
 
 def test_kick_counts_as_doveadm_through_the_group_life(server: ProxyDovecot, dvadm: RunDvadm) -> None:
     """No process ever proxied: 0; one proxying process: its count; every one gone: (null)."""
-    config = ("-c", str(server.config_path))
+    config = server.dvadm_args()
     for run in (lambda *a: dvadm(*config, *a), server.doveadm):
         assert run("proxy", "kick", "jane").stdout == b"0 connections kicked\n"
     outputs = []
     for run in (lambda *a: dvadm(*config, *a), server.doveadm):
-        result, closed, direct_closed = kick_once(server, run, ("jane",), [("jane", "127.0.3.7")])
+        result, closed, direct_closed = kick_once(
+            server, run, ("jane",), [("jane", "127.0.3.7")], {("jane", "127.0.3.7")}
+        )
         outputs.append((result.returncode, result.stdout, closed, direct_closed))
     assert outputs[0] == outputs[1] == (0, b"1 connections kicked\n", {("jane", "127.0.3.7")}, set())
     assert wait_no_proxies(server) == b"+(null)\n"
@@ -168,7 +127,7 @@ def test_kick_counts_as_doveadm_through_the_group_life(server: ProxyDovecot, dva
 
 
 def test_bad_input_kicks_nothing(server: ProxyDovecot, dvadm: RunDvadm) -> None:
-    config = ("-c", str(server.config_path))
+    config = server.dvadm_args()
     proxied, direct = open_proxied_sessions(server, PROXIED, DIRECT)
     with proxied, direct:
         for args in (
