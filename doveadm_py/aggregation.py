@@ -1,9 +1,9 @@
 """Aggregated ``who``: one row per (username, service) with its count, pids and IPs.
 
-Built for a million sessions: groups live in flat arrays and one dict, each session's pid
-and IP are packed into one int, and single-session groups are printed in bulk (1M
-sessions: 577 MiB -> 177 MiB and 3.3 s -> 2.1 s against the dict-per-group version).
-The rows are exactly those of the plain per-record code, in first-seen order.
+Built for a million sessions whatever their shape (distinct or shared IPs, few or many
+users): one dict maps each group's key to a short text holding its sessions' pids and IPs,
+filled column-wise with C-level ``map`` calls; only sessions of groups seen before take a
+Python step. The rows are those of the plain per-record code, in first-seen order.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import compress, count, islice, repeat
-from operator import floordiv, mod
+from operator import add, is_not
 from typing import Any
 
-from .anvil.records import is_valid_ip
 from .masks import Filter
 
 
@@ -29,94 +28,84 @@ def aggregate(protocol: int, pieces: Iterable[Any], filter_: Filter) -> Iterator
                     groups.add(s.username, s.service, str(s.pid), s.ip, s.refcount if protocol == 1 else 1)
             continue
         users, services, pids, ips = piece.users, piece.services, piece.pids, piece.ips
-        sessions = None
+        refcounts = None
         if protocol == 1 and piece.odd_refcounts:
-            sessions = [1] * len(users)
+            refcounts = [1] * len(users)
             for row, refcount in piece.odd_refcounts:
-                sessions[row] = refcount
+                refcounts[row] = refcount
         if filter_.user_masks:
             keep = list(map(match_user, users))
             if not all(keep):
                 users, services, pids, ips = (list(compress(c, keep)) for c in (users, services, pids, ips))
-                if sessions is not None:
-                    sessions = list(compress(sessions, keep))
-        groups.add_columns(users, services, pids, ips, sessions)
+                if refcounts is not None:
+                    refcounts = list(compress(refcounts, keep))
+        groups.add_columns(users, services, pids, ips, refcounts)
     yield from groups.rows(filter_)
 
 
-# A session's (pid, client IP) pair packed in one int: int(f"{pid}{code}") with code = f"1{ip_index:08d}",
-# so pid = pack // _UNIT and code = pack % _UNIT. The leading 1 makes every pack >= 10^8, so 0 means none.
-_UNIT = 10**9
-_NO_IP = 10**8  # the code of IP index 0, "" (no IP)
-_MAX_IPS = 10**8
 _CHUNK = 4096  # groups per output block
+_LONG = 512  # a group text longer than this becomes a Group (appending to a text copies it)
+
+
+class Group:
+    """A group that outgrew its text, or whose key or IPs a text cannot hold."""
+
+    __slots__ = ("ips", "pids", "sessions")
+
+    def __init__(self, text: str = "") -> None:
+        """The group of a text (see :class:`Groups`), or an empty one."""
+        pids, _, ips = text.partition("\t")
+        self.pids = array("q", map(int, pids.split("\n")) if pids else ())  # one per session
+        self.ips = dict.fromkeys(ips.split("\n")) if pids else {}
+        self.sessions = len(self.pids)
+
+    def add(self, pid: str, ip: str) -> None:
+        self.pids.append(int(pid))
+        self.ips[ip] = None
+        self.sessions += 1
+
+    def texts(self) -> tuple[int, str, list[str]]:
+        """Sessions, the ``(pids)`` text and the IPs (none empty), in first-seen order."""
+        pids = " ".join(map(str, dict.fromkeys(self.pids)))
+        return self.sessions, f"({pids})", [ip for ip in self.ips if ip]
 
 
 class Groups:
     """The groups of aggregated ``who``: (username, service) -> count, pids, IPs, in first-seen order.
 
-    Memory is time here: a million sessions make ~600k groups, and every MiB of peak RSS costs
-    ~3 ms in page faults on the benchmark machine, as does every random access into a big
-    structure in cache misses. So a group is not ``[count, {pids}, {ips}]`` (~400 bytes in 4
-    objects, 146 + 97 + 67 MiB for 1M sessions) but a dict entry, its key and its id (~150 bytes),
-    and its data lives in flat arrays indexed by the id:
-
-    - key: ``"user\\tservice"`` (bulk fields hold no TAB); ``(user, service)`` if one holds a TAB
-      (escaped in the dump); ``("", service, ip)`` for sessions without a username, which
-      doveadm groups by IP too.
-    - id: the number of the group's first session. Arrays by session number: ``packs`` (the
-      session's pid and IP, see ``_UNIT``), and at a group's id: ``counts`` (2.3: the sum of
-      refcounts) and ``second``, a second distinct pack (0: none). ``more`` holds any further
-      distinct packs of the few groups with three or more, in first-seen order.
+    A group is a dict entry: its key ``"user\\tservice"`` and a text ``"pids\\tips"`` listing its
+    sessions' pids and IPs (LF between them, repeats and empty IPs included), which ``rows``
+    turns into the ``(pids)`` and ``(ips)`` texts with a few C-level passes per block of groups
+    (``dict.fromkeys`` keeps the first of repeats). That is one ``setdefault`` per session and
+    ~150 bytes per group, whether IPs repeat or not. Bulk values hold no TAB or LF; a group whose
+    key or IP would (escaped in the dump), or whose sessions have no username (doveadm groups those
+    by IP too: key ``("", service, ip)``), or whose text grows long, is a :class:`Group` instead.
+    A 2.3 refcount other than 1 adds ``refcount - 1`` to ``extra``.
     """
 
     def __init__(self) -> None:
-        self.groups: dict[Any, int] = {}
-        self.packs = array("q")
-        self.counts = array("Q")
-        self.second = array("q")
-        self.more: dict[int, dict[int, None]] = {}
-        self.ip_codes: dict[str, str] = {"": str(_NO_IP)}  # IP text -> code text
-        self.ip_texts: list[str] = [""]  # index -> IP text
-        self.ip_parens: dict[int, str] = {}  # code -> "(ip)", the (ips) of a group with one IP
-        self.tuple_keys = 0
+        self.groups: dict[Any, str | Group] = {}
+        self.extra: dict[Any, int] = {}
 
-    def _codes(self, ips: Sequence[str]) -> list[str]:
-        """The code of each IP text; a text that is no valid IP gets the code of '' (2.3 shows none)."""
-        codes = list(map(self.ip_codes.get, ips))
-        if None in codes:
-            for ip in dict.fromkeys(ips):
-                if ip not in self.ip_codes:
-                    if not is_valid_ip(ip):
-                        self.ip_codes[ip] = str(_NO_IP)
-                        continue
-                    index = len(self.ip_texts)
-                    if index >= _MAX_IPS:
-                        raise OverflowError(f"more than {_MAX_IPS} distinct client IPs")
-                    self.ip_codes[ip] = str(_NO_IP + index)
-                    self.ip_texts.append(ip)
-            codes = list(map(self.ip_codes.get, ips))
-        return codes  # type: ignore[return-value]
-
-    def add(self, user: str, service: str, pid: str, ip: str, sessions: int) -> None:
-        """One session (2.3: one line, ``sessions`` its refcount) with its canonical pid text."""
-        code = self._codes((ip,))[0]
+    def add(self, user: str, service: str, pid: str, ip: str, refcount: int = 1) -> None:
+        """One session (2.3: one line, with its refcount) with its canonical pid text."""
         if not user:
-            key: Any = ("", service, self.ip_texts[int(code) - _NO_IP])
-            self.tuple_keys += 1
-        elif "\t" in user or "\t" in service:
+            key: Any = ("", service, ip)
+        elif "\t" in user or "\n" in user or "\t" in service or "\n" in service:
             key = (user, service)
-            self.tuple_keys += 1
         else:
             key = f"{user}\t{service}"
-        number = len(self.packs)
-        pack = int(pid + code)
-        self.packs.append(pack)
-        self.counts.append(sessions)
-        self.second.append(0)
-        group = self.groups.setdefault(key, number)
-        if group != number:
-            self._merge(group, pack, sessions)
+        value = self.groups.get(key)
+        if value is None:
+            if isinstance(key, tuple) or "\t" in ip or "\n" in ip:
+                group = self.groups[key] = Group()
+                group.add(pid, ip)
+            else:
+                self.groups[key] = f"{pid}\t{ip}"
+        else:
+            self._merge(key, value, pid, ip)
+        if refcount != 1:
+            self.extra[key] = self.extra.get(key, 0) + refcount - 1
 
     def add_columns(
         self,
@@ -124,115 +113,103 @@ class Groups:
         services: Sequence[str],
         pids: Sequence[str],
         ips: Sequence[str],
-        sessions: list[int] | None = None,
+        refcounts: Sequence[int] | None = None,
     ) -> None:
-        """Sessions column-wise (``sessions``: 2.3 refcounts, None when all are 1).
+        """Sessions column-wise, as bulk parsing gives them (no TAB or LF in any value).
 
-        One ``setdefault`` per session in C makes every new group (most sessions); only sessions
-        of groups seen before are merged one by one in Python.
+        ``refcounts`` are 2.3's, None when all are 1. New groups are made by one C-level
+        ``setdefault`` per session; sessions of groups seen before are merged one by one.
         """
-        if "" in users:  # keyed by IP too: one by one
+        if "" in users:  # keyed by IP too
             for row, user in enumerate(users):
-                n = 1 if sessions is None else sessions[row]
+                n = 1 if refcounts is None else refcounts[row]
                 self.add(user, services[row], pids[row], ips[row], n)
             return
-        base = len(self.packs)
-        keys = map("\t".join, zip(users, services, strict=True))
-        packs = list(map(int, map(str.__add__, pids, self._codes(ips))))
-        self.packs.extend(packs)
-        self.counts.extend(array("Q", [1]) * len(packs) if sessions is None else sessions)
-        self.second.frombytes(bytes(8 * len(packs)))
-        groups = list(map(self.groups.setdefault, keys, count(base)))
-        merge = self._merge
-        for row in compress(count(), map(int.__ne__, groups, count(base))):  # groups seen before
-            merge(groups[row], packs[row], 1 if sessions is None else sessions[row])
+        keys = list(map("\t".join, zip(users, services, strict=True)))
+        values = list(map("\t".join, zip(pids, ips, strict=True)))
+        found = list(map(self.groups.setdefault, keys, values))
+        if found != values:  # identical objects compare equal without a character compared
+            groups = self.groups
+            for row in compress(count(), map(is_not, found, values)):
+                key = keys[row]
+                value = groups[key]
+                if type(value) is str and len(value) < _LONG:  # self._merge, inlined
+                    pid_text, _, ip_text = value.partition("\t")
+                    groups[key] = f"{pid_text}\n{pids[row]}\t{ip_text}\n{ips[row]}"
+                else:
+                    self._merge(key, value, pids[row], ips[row])
+        if refcounts is not None:
+            extra = self.extra
+            for row in compress(count(), map(int.__ne__, refcounts, repeat(1))):
+                key = keys[row]
+                extra[key] = extra.get(key, 0) + refcounts[row] - 1
 
-    def _merge(self, group: int, pack: int, sessions: int) -> None:
-        """Add a session to a group that exists."""
-        self.counts[group] += sessions
-        if pack != self.packs[group]:
-            second = self.second[group]
-            if not second:
-                self.second[group] = pack
-            elif pack != second:
-                self.more.setdefault(group, {})[pack] = None
+    def _merge(self, key: Any, value: str | Group, pid: str, ip: str) -> None:
+        """Add a session to the group ``key`` whose current value is ``value``."""
+        if type(value) is str and len(value) < _LONG and "\t" not in ip and "\n" not in ip:
+            pids, _, ips = value.partition("\t")
+            self.groups[key] = f"{pids}\n{pid}\t{ips}\n{ip}"
+            return
+        if type(value) is str:
+            value = self.groups[key] = Group(value)
+        value.add(pid, ip)
 
     def rows(self, filter_: Filter) -> Iterator[list[Sequence[str]]]:
         """The rows in first-seen order, as column blocks; a group is kept if any IP is in the network."""
         items = iter(self.groups.items())
         while chunk := list(islice(items, _CHUNK)):
-            keys, groups = zip(*chunk, strict=True)
-            if self.tuple_keys or filter_.network is not None:
-                columns = self._rows_one_by_one(keys, groups, filter_)
+            keys, values = zip(*chunk, strict=True)
+            if filter_.network is not None or set(map(type, values)) != {str}:  # Groups (tuple keys too)
+                columns = self._rows_one_by_one(keys, values, filter_)
             else:
-                columns = self._rows_in_bulk(keys, groups)
+                columns = self._rows_in_bulk(keys, values)
             if columns[0]:
                 yield columns
 
-    def _rows_in_bulk(self, keys: Sequence[str], groups: Sequence[int]) -> list[Sequence[str]]:
-        """Columns for groups keyed ``"user\\tservice"``: as if each had its first (pid, IP) pair only,
-        in C; then the groups with a second pair (half of them in the benchmark) one by one.
-
-        The loop is inlined on purpose (7% faster than a method call per group); building these
-        columns in bulk as well measured 10% slower, for the branches it needs per group.
-        """
+    def _rows_in_bulk(self, keys: Sequence[str], values: Sequence[str]) -> list[Sequence[str]]:
+        """Columns for groups that are all texts keyed ``"user\\tservice"``, in C-level passes:
+        every group as if it had one session, then the groups with more (a LF in their text)."""
+        n = len(keys)
         fields = "\t".join(keys).split("\t")
         users, services = fields[0::2], fields[1::2]
-        counts = list(map(str, map(self.counts.__getitem__, groups)))
-        firsts = list(map(self.packs.__getitem__, groups))
-        first_pids = list(map(floordiv, firsts, repeat(_UNIT)))
-        first_codes = list(map(mod, firsts, repeat(_UNIT)))
-        pids = list(map("(%d)".__mod__, first_pids))
-        parens = self._ip_parens()
-        ips = list(map(parens.__getitem__, first_codes))
-        seconds = list(map(self.second.__getitem__, groups))
-        more, texts = self.more, self.ip_texts
-        for row in compress(count(), seconds):
-            if more and groups[row] in more:
-                _, pids[row], group_ips = self._texts(groups[row])
-                ips[row] = f"({' '.join(group_ips)})"
-                continue
-            pid, code = divmod(seconds[row], _UNIT)
-            first_pid, first_code = first_pids[row], first_codes[row]
-            if pid != first_pid:
-                pids[row] = f"({first_pid} {pid})"
-            if code in (first_code, _NO_IP):
-                continue  # the first IP alone, already shown
-            if first_code == _NO_IP:
-                ips[row] = parens[code]
-            else:
-                ips[row] = f"({texts[first_code - _NO_IP]} {texts[code - _NO_IP]})"
+        fields = "\t".join(values).split("\t")
+        pid_texts, ip_texts = fields[0::2], fields[1::2]
+        pids = list(map("(%s)".__mod__, pid_texts))
+        ips = list(map("(%s)".__mod__, ip_texts))
+        sessions = [1] * n
+        more = list(compress(range(n), map(str.__contains__, pid_texts, repeat("\n"))))
+        if more:
+            pid_lists = list(map(str.split, map(pid_texts.__getitem__, more), repeat("\n")))
+            ip_lists = map(str.split, map(ip_texts.__getitem__, more), repeat("\n"))
+            unique_ips = map(filter, repeat(None), map(dict.fromkeys, ip_lists))
+            # list.__setitem__ returns None: any() runs each assignment
+            any(map(sessions.__setitem__, more, map(len, pid_lists)))
+            any(
+                map(pids.__setitem__, more, map("(%s)".__mod__, map(" ".join, map(dict.fromkeys, pid_lists))))
+            )
+            any(map(ips.__setitem__, more, map("(%s)".__mod__, map(" ".join, unique_ips))))
+        if self.extra:
+            counts = list(map(str, map(add, sessions, map(self.extra.get, keys, repeat(0)))))
+        else:
+            counts = list(map(str, sessions))
         return [users, counts, services, pids, ips]
 
-    def _ip_parens(self) -> dict[int, str]:
-        """code -> "(ip)" ("()" for none), brought up to date with the IPs seen."""
-        parens, texts = self.ip_parens, self.ip_texts
-        for index in range(len(parens), len(texts)):
-            parens[_NO_IP + index] = f"({texts[index]})"
-        return parens
-
-    def _texts(self, group: int) -> tuple[str, str, list[str]]:
-        """A group's count and ``(pids)`` texts, and its IPs, in first-seen order."""
-        packs = [self.packs[group]]
-        if self.second[group]:
-            packs.append(self.second[group])
-            packs += self.more.get(group, ())
-        pids = dict.fromkeys([pack // _UNIT for pack in packs])
-        codes = dict.fromkeys([pack % _UNIT for pack in packs])
-        texts = self.ip_texts
-        ips = [texts[code - _NO_IP] for code in codes if code != _NO_IP]
-        return str(self.counts[group]), f"({' '.join(map(str, pids))})", ips
-
     def _rows_one_by_one(
-        self, keys: Sequence[Any], groups: Sequence[int], filter_: Filter
+        self, keys: Sequence[Any], values: Sequence[str | Group], filter_: Filter
     ) -> list[Sequence[str]]:
         columns: list[list[str]] = [[], [], [], [], []]
-        for key, group in zip(keys, groups, strict=True):
-            count_text, pid_text, ips = self._texts(group)
+        for key, value in zip(keys, values, strict=True):
+            if isinstance(value, Group):
+                sessions, pid_text, ips = value.texts()
+            else:
+                pids, _, ip_text = value.partition("\t")
+                pid_list = pids.split("\n")
+                sessions, pid_text = len(pid_list), f"({' '.join(dict.fromkeys(pid_list))})"
+                ips = [ip for ip in dict.fromkeys(ip_text.split("\n")) if ip]
             if filter_.network is not None and not filter_.match_any_ip(ips):
                 continue
             user, service = key.split("\t") if isinstance(key, str) else key[:2]
-            row = (user, count_text, service, pid_text, f"({' '.join(ips)})")
+            row = (user, str(sessions + self.extra.get(key, 0)), service, pid_text, f"({' '.join(ips)})")
             for column, text in zip(columns, row, strict=True):
                 column.append(text)
         return list(columns)

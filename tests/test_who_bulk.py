@@ -251,13 +251,9 @@ class FakeDump:
                 except AnvilProtocolError as e:
                     raise AnvilProtocolError(f"{LABEL}: {e}") from None
 
-    def pieces(self, *, check_ips: bool = True) -> Iterator[Any]:
+    def pieces(self) -> Iterator[Any]:
         parser = BulkParser(
-            self.protocol,
-            n_alt=len(self.alt_fields),
-            on_invalid=self.invalid.append,
-            label=LABEL,
-            check_ips=check_ips,
+            self.protocol, n_alt=len(self.alt_fields), on_invalid=self.invalid.append, label=LABEL
         )
         return parser.pieces(self.blocks)
 
@@ -499,8 +495,7 @@ def test_who_1_streams_a_huge_refcount_in_small_blocks() -> None:
     assert list(separate(dump, Filter())[1]) == reference
 
 
-@pytest.mark.parametrize("check_ips", [True, False])
-def test_nameless_sessions_group_by_the_ip_shown(check_ips: bool) -> None:
+def test_nameless_sessions_group_by_the_ip_shown() -> None:
     """2.3 shows an invalid IP as none: nameless sessions with invalid or no IPs are one group."""
     lines = [b"imap/999.1.1.1/\t10\t1", b"imap/abc/\t11\t2", b"imap//\t12\t1", b"imap/10.0.0.1/\t13\t1"]
     lines += [b"pop3/abc/\t14\t1", b"imap/10.0.0.1/x\t15\t1"] * 40  # past SMALL: a bulk block
@@ -508,7 +503,7 @@ def test_nameless_sessions_group_by_the_ip_shown(check_ips: bool) -> None:
     want = list(reference_aggregate(1, guard, Filter()))
     assert want[0] == ("", "4", "imap", "(10 11 12)", "()")
     groups = Groups()
-    for piece in FakeDump(1, (), [lines]).pieces(check_ips=check_ips):
+    for piece in FakeDump(1, (), [lines]).pieces():
         refcounts = dict(piece.odd_refcounts)
         sessions = [refcounts.get(row, 1) for row in range(len(piece.users))]
         groups.add_columns(piece.users, piece.services, piece.pids, piece.ips, sessions)

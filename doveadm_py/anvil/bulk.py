@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import accumulate, count, repeat, zip_longest
 from operator import add
+from socket import AF_INET6, inet_aton, inet_pton
 
 from doveadm_py.anvil.records import (
     ENCODING,
@@ -55,7 +56,7 @@ class V1Columns:
         odd_refcounts: list[tuple[int, int]],
     ) -> None:
         self.services = services
-        self.ips = ips  # '' when none or not an IP, as SessionV1.ip (unchecked if check_ips=False)
+        self.ips = ips  # '' when none or not an IP, as SessionV1.ip
         self.users = users
         self.pids = pids  # str(SessionV1.pid): the bulk path takes canonical pids only
         self.odd_refcounts = odd_refcounts  # (row, refcount) for each refcount other than 1, by row
@@ -98,39 +99,29 @@ _NOT_ONE = re.compile(r"[^1]")
 _GUID_LENGTH = 32
 SMALL = 32
 """A part of a block this short that fails the bulk checks is parsed line by line."""
-_IP_MEMORY = 1 << 16
 
 
-class _ValidIPs:
-    """Which raw IP texts are valid IPs, remembered across blocks (a dump repeats its client IPs).
+def invalid_ips(column: Sequence[str]) -> set[str]:
+    """The values of ``column`` that are neither '' nor a valid IP (:func:`is_valid_ip`).
 
-    One set difference per column finds the texts not seen before; only those are checked.
+    Checked in C-level passes whether the IPs repeat or not: ``inet_aton`` over the texts
+    without ':', ``inet_pton`` over the others; only a column where one fails (an invalid
+    IP, or an IPv6 one with brackets or a scope) is checked value by value.
     """
-
-    def __init__(self) -> None:
-        self.valid: set[str] = {""}
-
-    def invalid(self, column: Sequence[str]) -> set[str]:
-        """The values of ``column`` that are neither '' nor a valid IP."""
-        if self.valid.issuperset(column):  # usual once the dump's IPs were seen: one pass, no new set
-            return set()
-        new = set(column).difference(self.valid)
-        if not new:
-            return new
-        bad = {ip for ip in new if not is_valid_ip(ip)}
-        if len(self.valid) > _IP_MEMORY:
-            self.valid = {""}
-        self.valid.update(new.difference(bad))
-        return bad
+    v6 = [ip for ip in column if ":" in ip]
+    try:
+        all(map(inet_pton, repeat(AF_INET6), v6))
+        all(map(inet_aton, [ip for ip in column if ip and ":" not in ip]))
+    except (OSError, ValueError):
+        return {ip for ip in set(column) if ip and not is_valid_ip(ip)}
+    return set()
 
 
 class BulkParser:
     """Turns a dump's blocks of raw lines into pieces: column blocks and lists of records.
 
     ``protocol`` 1 or 2; ``n_alt`` is the 2.4 header's length; ``on_invalid`` gets each invalid 2.3
-    line; ``label`` prefixes the error of an invalid 2.4 line (the socket path). ``check_ips=False``
-    leaves the 2.3 IP column as the dump has it, for a caller that checks each distinct IP anyway
-    (an invalid 2.3 IP does not make the line invalid; 2.4 IPs are always checked).
+    line; ``label`` prefixes the error of an invalid 2.4 line (the socket path).
     """
 
     def __init__(
@@ -140,14 +131,11 @@ class BulkParser:
         n_alt: int = 0,
         on_invalid: Callable[[bytes], None] | None = None,
         label: str = "",
-        check_ips: bool = True,
     ) -> None:
         self.protocol = protocol
         self.n_alt = n_alt
         self.on_invalid = on_invalid
         self.label = label
-        self.check_ips = check_ips
-        self._ips = _ValidIPs()
         self._columns = self._v1_columns if protocol == 1 else self._v2_columns
         self._records = self._v1_records if protocol == 1 else self._v2_records
 
@@ -189,7 +177,7 @@ class BulkParser:
         odd_refcounts = _odd_refcounts(refcounts)
         if odd_refcounts is None:
             return None
-        invalid = self._ips.invalid(ips) if self.check_ips else None
+        invalid = invalid_ips(ips)
         if invalid:  # a 2.3 line with an invalid IP is valid, shown without IP
             ips = ["" if ip in invalid else ip for ip in ips]
         return V1Columns(services, ips, users, pids, odd_refcounts)
@@ -221,7 +209,7 @@ class BulkParser:
         pids, users, services, ips, guids, dest_ips = columns[:6]
         if not _PIDS.fullmatch("\t".join(pids)) or not _all_guids(guids):
             return None
-        if self._ips.invalid(ips) or self._ips.invalid(dest_ips):
+        if invalid_ips(ips) or invalid_ips(dest_ips):
             return None
         n = len(lines)
         alts: list[Sequence[str]] = []

@@ -369,21 +369,16 @@ class ConnectDump:
         for block in self.iter_blocks():
             yield from block
 
-    def pieces(self, *, check_ips: bool = True) -> Iterator[Piece]:
+    def pieces(self) -> Iterator[Piece]:
         """The sessions, parsed in bulk: column blocks and lists of records, in dump order.
 
         Together they are exactly the records that iterating gives, with the same invalid-line
-        handling (see :mod:`doveadm_py.anvil.bulk`, also for ``check_ips``), at a quarter of the
-        cost on big dumps.
+        handling (see :mod:`doveadm_py.anvil.bulk`), at a quarter of the cost on big dumps.
         """
         from doveadm_py.anvil.bulk import BulkParser
 
         parser = BulkParser(
-            self.protocol,
-            n_alt=len(self.alt_fields),
-            on_invalid=self._invalid,
-            label=self.path,
-            check_ips=check_ips,
+            self.protocol, n_alt=len(self.alt_fields), on_invalid=self._invalid, label=self.path
         )
         return parser.pieces(self.iter_blocks())
 

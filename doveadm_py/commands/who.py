@@ -126,5 +126,5 @@ def separate(
 def aggregated(dump: Any, filter_: Filter) -> tuple[tuple[Header, ...], ColumnBlocks, DumpGuard]:
     """``who``: one row per (username, service); a user is kept if any of its IPs matches."""
     headers = AGGREGATED_V1 if dump.protocol == 1 else AGGREGATED_V2
-    guard = DumpGuard(dump.pieces(check_ips=False))  # Groups checks each distinct IP once
+    guard = DumpGuard(dump.pieces())
     return headers, ColumnBlocks(aggregate(dump.protocol, guard, filter_)), guard
