@@ -73,6 +73,10 @@ class Series:
         rss = [r.maxrss_kib for r in self.runs if r.maxrss_kib is not None]
         return max(rss) / 1024 if rss else None
 
+    def pair_ratios(self, baseline: Series) -> list[float]:
+        """dvadm / baseline wall time of each interleaved pair of runs (run i of each)."""
+        return [a.wall / b.wall for a, b in zip(self.runs, baseline.runs, strict=False) if b.wall > 0]
+
     def median_cpu(self) -> float | None:
         cpu = [r.user + r.system for r in self.runs if r.user is not None and r.system is not None]
         return statistics.median(cpu) if cpu else None
@@ -96,9 +100,18 @@ class Series:
         }
 
 
+GNU_TIME = "/usr/bin/time"
+"""Peak RSS of a child forked by this (Python, ~20 MiB) process would include ours: Linux keeps the
+highest RSS a process had, and before its exec the child is a copy of us (or shares our memory). So
+when GNU time is installed, it forks the command and reports the command's own peak (its wait4)."""
+
+
 def run_once(argv: Sequence[str], *, stdout: int | None = subprocess.DEVNULL) -> tuple[Run, str]:
     """Run ``argv`` to completion with its output discarded; the Run and the child's stderr."""
-    with tempfile.TemporaryFile() as err:
+    gnu_time = os.access(GNU_TIME, os.X_OK)
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as rss:
+        if gnu_time:
+            argv = [GNU_TIME, "-f", "%M", "-o", rss.name, *argv]
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err, env=CHILD_ENV)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -106,7 +119,11 @@ def run_once(argv: Sequence[str], *, stdout: int | None = subprocess.DEVNULL) ->
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait
         err.seek(0)
         stderr = err.read().decode("utf-8", "replace")
-    run = Run(wall, proc.returncode, usage.ru_maxrss, usage.ru_utime, usage.ru_stime)
+        maxrss = usage.ru_maxrss
+        if gnu_time:  # the last line (GNU time puts "Command exited with non-zero status" before it)
+            lines = rss.read().split()
+            maxrss = int(lines[-1]) if lines and lines[-1].isdigit() else maxrss
+    run = Run(wall, proc.returncode, maxrss, usage.ru_utime, usage.ru_stime)
     return run, stderr
 
 
@@ -218,9 +235,14 @@ class SimulatorProcess:
         *,
         kick_delay: float = 0.0,
         ready_timeout: float = 900.0,
+        shape: str | None = None,
     ) -> None:
-        self.argv = [python, "-m", "doveadm_py.anvil.simulator", "--protocol", str(protocol)]
-        self.argv += ["--sessions", str(sessions), "--socket", socket_path]
+        if shape is None:
+            self.argv = [python, "-m", "doveadm_py.anvil.simulator"]
+        else:  # the simulator serving one of shapes.py's dumps
+            self.argv = [python, os.path.join(os.path.dirname(os.path.abspath(__file__)), "shape_server.py")]
+            self.argv += ["--shape", shape]
+        self.argv += ["--protocol", str(protocol), "--sessions", str(sessions), "--socket", socket_path]
         if kick_delay:
             self.argv += ["--kick-delay", repr(kick_delay)]
         self.path = socket_path

@@ -6,15 +6,19 @@ baseline in the same run and interleaved with it. The targets:
 1. start-up: ``dvadm who -a SOCKET`` against an idle simulator (3 sessions; protocol 1 and 2)
    <= 1.15 x ``python -c "import cliff.app, stevedore"`` (same interpreter). Also shown, for
    information: the ratio to ``python -c pass`` and to the real ``doveadm who`` (2.3, protocol 1).
-2. aggregated ``who`` on 1,000,000 sessions: wall <= 1.0 x and peak RSS <= doveadm 2.3's
-   ``who`` on the protocol-1 dump of the same size (no doveadm 2.4 here, so the protocol-2 rows
-   compare against that same 2.3 figure).
-3. ``who -1`` on 1,000,000 sessions: wall <= 1.5 x doveadm's, peak RSS < 64 MiB.
+2. and 3. ``who`` and ``who -1`` on 1,000,000 sessions of every shape in ``shapes.py`` (distinct
+   or shared client IPs, few users with many sessions, one session per user, long names, 2.4
+   alt-username fields and proxies, lmtp without IP), each on protocol 1 against the host's
+   doveadm 2.3 and on protocol 2 against doveadm 2.4 run inside its Debian chroot (the dump's
+   socket is placed in the chroot's /tmp so that both reach it). Wall: the median over
+   interleaved pairs of dvadm / doveadm <= 1.5 x (the stretch goal for aggregated ``who``:
+   <= 1.0 x); peak RSS: aggregated ``who`` <= doveadm's, ``who -1`` <= 64 MiB.
 4. wildcard kick of 10,000 sessions on protocol 2 against a simulator that answers each kick
    after 0.2 ms: dvadm's pipelined kick at least 5 x faster than the same kicks sent one
    request/reply round trip at a time (``bench/sequential_kick.py``, doveadm 2.4's behaviour).
 
-Usage: ``python bench/run.py [--runs N] [--sessions N] [--quick] [--json PATH]`` (``make bench``).
+Usage: ``python bench/run.py [--runs N] [--sessions N] [--shapes A,B] [--only PHASES] [--quick]
+[--json PATH]`` (``make bench``).
 Results are printed as tables and written to ``bench-results.json``. The exit code is 0 even
 when a target is missed (this is a report); 1 when something could not be measured or a sanity
 check (row counts, kick counts) failed.
@@ -30,6 +34,7 @@ import platform
 import selectors
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,13 +54,16 @@ from measure import (
     hyperfine_available,
     interleaved,
 )
+from shapes import BY_NAME, SHAPES
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PHASES = ("startup", "who", "who1", "kick")
 STARTUP_SESSIONS = 3
 KICK_DELAY = 0.0002
+DEFAULT_CHROOTS = "/var/cache/dvadm"
 KICK_MASK = "user*"  # every generated username is user<N>@example.<tld>
 RSS_LIMIT_WHO1_MIB = 64.0
+WALL_LIMIT = 1.5
 
 
 @dataclass
@@ -132,6 +140,81 @@ class Target:
 
 
 @dataclass
+class ShapeRow:
+    """``who`` or ``who -1`` (``mode`` who1) on one shape and protocol, against doveadm if there is one.
+
+    Wall: the median over interleaved pairs of dvadm's time / doveadm's, <= ``WALL_LIMIT``. Peak RSS:
+    aggregated ``who`` at most doveadm's, ``who -1`` under ``RSS_LIMIT_WHO1_MIB``.
+    """
+
+    shape: str
+    protocol: int
+    mode: str
+    dvadm: Series
+    doveadm: Series | None
+
+    @property
+    def wall_ratio(self) -> float | None:
+        if self.doveadm is None or not (self.dvadm.ok and self.doveadm.ok):
+            return None
+        ratios = self.dvadm.pair_ratios(self.doveadm)
+        return statistics.median(ratios) if ratios else None
+
+    @property
+    def rss_limit(self) -> float | None:
+        if self.mode == "who1":
+            return RSS_LIMIT_WHO1_MIB
+        return self.doveadm.median_rss_mib if self.doveadm is not None and self.doveadm.ok else None
+
+    @property
+    def wall_met(self) -> bool | None:
+        ratio = self.wall_ratio
+        return None if ratio is None else ratio <= WALL_LIMIT
+
+    @property
+    def rss_met(self) -> bool | None:
+        rss, limit = self.dvadm.median_rss_mib, self.rss_limit
+        if rss is None or limit is None or not self.dvadm.ok:
+            return None
+        return rss <= limit
+
+    @property
+    def stretch_met(self) -> bool | None:
+        """Aggregated ``who`` at or below doveadm's wall time (the project's goal)."""
+        ratio = self.wall_ratio
+        return None if ratio is None or self.mode != "who" else ratio <= 1.0
+
+    def status(self) -> str:
+        missed = [what for what, met in (("wall", self.wall_met), ("RSS", self.rss_met)) if met is False]
+        if missed:
+            return "MISSED " + "+".join(missed)
+        if self.wall_met is None or self.rss_met is None:
+            return "met (RSS only)" if self.rss_met else "NOT MEASURED"
+        return "met"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "shape": self.shape,
+            "protocol": self.protocol,
+            "mode": "who -1" if self.mode == "who1" else "who",
+            "dvadm": self.dvadm.name,
+            "doveadm": self.doveadm.name if self.doveadm else None,
+            "dvadm_wall_s": self.dvadm.median_wall,
+            "doveadm_wall_s": self.doveadm.median_wall if self.doveadm else None,
+            "wall_pair_ratios": self.dvadm.pair_ratios(self.doveadm) if self.doveadm else [],
+            "wall_ratio": self.wall_ratio,
+            "wall_limit_ratio": WALL_LIMIT,
+            "wall_met": self.wall_met,
+            "stretch_met": self.stretch_met,
+            "dvadm_rss_mib": self.dvadm.median_rss_mib,
+            "doveadm_rss_mib": self.doveadm.median_rss_mib if self.doveadm else None,
+            "rss_limit_mib": self.rss_limit,
+            "rss_met": self.rss_met,
+            "status": self.status(),
+        }
+
+
+@dataclass
 class Report:
     settings: dict[str, object]
     series: list[Series] = field(default_factory=list)
@@ -139,6 +222,7 @@ class Report:
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
     simulators: dict[str, float] = field(default_factory=dict)
     kick_round_trip_us: float | None = None
+    shape_rows: list[ShapeRow] = field(default_factory=list)
 
     def add(self, *series: Series) -> None:
         self.series += series
@@ -157,6 +241,7 @@ class Bench:
         self.dvadm = args.dvadm
         self.doveadm = args.doveadm
         self.tmp = tempfile.mkdtemp(prefix="dvadm-bench-")
+        self.cleanup: list[str] = []
         self.report = Report(settings=settings_of(args))
 
     def log(self, text: str) -> None:
@@ -168,11 +253,12 @@ class Bench:
             if "startup" in self.args.only:
                 self.startup()
             if "who" in self.args.only or "who1" in self.args.only:
-                self.big_who()
+                self.shapes()
             if "kick" in self.args.only:
                 self.kick()
         finally:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            for directory in [self.tmp, *self.cleanup]:
+                shutil.rmtree(directory, ignore_errors=True)
         return self.report
 
     def sock(self, name: str) -> str:
@@ -235,84 +321,71 @@ class Bench:
         if dove is not None:
             t.append(Target("start-up v1: who vs doveadm 2.3 who", "wall", dv1, dove))
 
-    # -- 2. and 3. who on a big server ---------------------------------------------------
+    # -- 2. and 3. who on big servers of every shape ----------------------------------------
 
-    def big_who(self) -> None:
+    def shapes(self) -> None:
         n, runs = self.args.sessions, self.args.runs
-        agg: dict[int, Series] = {}
-        sep: dict[int, Series] = {}
-        dove_agg = dove_sep = None
-        for protocol in (1, 2):
-            with self.simulator(protocol, n, f"big-v{protocol}") as sim:
-                self.report.simulators[f"big-v{protocol}"] = sim.startup_seconds or 0.0
-                label = f"{n:,} sessions, v{protocol}"
-                agg[protocol] = Series(f"dvadm who ({label})", [self.dvadm, "who", "-a", sim.path])
-                sep[protocol] = Series(f"dvadm who -1 ({label})", [self.dvadm, "who", "-1", "-a", sim.path])
-                compare_agg, compare_sep = [agg[protocol]], [sep[protocol]]
-                if protocol == 1 and self.doveadm:
-                    dove_agg = Series(f"doveadm who ({label})", [self.doveadm, "who", "-a", sim.path])
-                    dove_sep = Series(
-                        f"doveadm who -1 ({label})", [self.doveadm, "who", "-1", "-a", sim.path]
-                    )
-                    compare_agg.append(dove_agg)
-                    compare_sep.append(dove_sep)
-                if "who" in self.args.only:
-                    self.log(f"who ({label}): row count, then {runs} interleaved runs")
-                    for s in compare_agg:
-                        self.rows(s)
-                    interleaved(compare_agg, runs)
-                    self.report.add(*compare_agg)
-                if "who1" in self.args.only:
-                    self.log(f"who -1 ({label}): row count, then {runs} interleaved runs")
-                    for s in compare_sep:
-                        self.rows(s)
-                    interleaved(compare_sep, runs)
-                    self.report.add(*compare_sep)
-        self._who_checks(agg, sep, dove_agg, dove_sep)
-        t = self.report.targets
-        base = "doveadm 2.3 (v1 dump)"
-        size = short_count(self.args.sessions)
-        for protocol in (1, 2):
-            if "who" in self.args.only and dove_agg is not None:
-                a = agg[protocol]
-                t.append(Target(f"who {size} v{protocol}: wall vs {base}", "wall", a, dove_agg, 1.0))
-                t.append(Target(f"who {size} v{protocol}: peak RSS vs {base}", "rss", a, dove_agg, 1.0))
-            if "who1" in self.args.only:
-                s = sep[protocol]
-                if dove_sep is not None:
-                    t.append(Target(f"who -1 {size} v{protocol}: wall vs {base}", "wall", s, dove_sep, 1.5))
-                t.append(
-                    Target(
-                        f"who -1 {size} v{protocol}: peak RSS",
-                        "rss",
-                        s,
-                        dove_sep,
-                        absolute=RSS_LIMIT_WHO1_MIB,
-                    )
-                )
+        modes = [mode for mode in ("who", "who1") if mode in self.args.only]
+        for shape in self.args.shapes:
+            for protocol in BY_NAME[shape].protocols:
+                baseline = self.baseline(protocol)
+                directory = self.tmp if protocol == 1 or baseline is None else baseline[1]
+                path = os.path.join(directory, f"{shape}-v{protocol}")
+                self.log(f"{shape} v{protocol}: serving {n:,} sessions")
+                server = SimulatorProcess(self.python, protocol, n, path, shape=shape)
+                with server:
+                    self.report.simulators[f"{shape}-v{protocol}"] = server.startup_seconds or 0.0
+                    for mode in modes:
+                        self.shape_mode(shape, protocol, mode, path, baseline, runs)
 
-    def _who_checks(
+    def baseline(self, protocol: int) -> tuple[list[str], str] | None:
+        """(doveadm command prefix, directory for the socket) of the doveadm to compare with, or None.
+
+        2.3 is the host's doveadm; 2.4 is a chroot's, which reaches the socket only inside the chroot.
+        """
+        if protocol == 1:
+            return ([self.doveadm], self.tmp) if self.doveadm else None
+        root = self.args.chroot24
+        if not root:
+            return None
+        inner = os.path.join(root, "tmp", os.path.basename(self.tmp))
+        os.makedirs(inner, exist_ok=True)
+        self.cleanup.append(inner)
+        return (["chroot", root, "/usr/bin/doveadm"], inner)
+
+    def shape_mode(
         self,
-        agg: dict[int, Series],
-        sep: dict[int, Series],
-        dove_agg: Series | None,
-        dove_sep: Series | None,
+        shape: str,
+        protocol: int,
+        mode: str,
+        path: str,
+        baseline: tuple[list[str], str] | None,
+        runs: int,
     ) -> None:
-        n = self.args.sessions
-        check = self.report.check
-        if "who" in self.args.only:
-            for s in agg.values():
-                check(f"{s.name}: rows", bool(s.rows and s.rows > 1), f"{s.rows} lines")
-            if dove_agg is not None:
-                same = agg[1].rows == dove_agg.rows
-                check("who v1: dvadm rows == doveadm rows", same, f"{agg[1].rows} vs {dove_agg.rows}")
-        if "who1" in self.args.only:
-            # protocol 2: one line per session plus the header; protocol 1 repeats refcount times
-            check(f"{sep[2].name}: rows", sep[2].rows == n + 1, f"{sep[2].rows} lines (expected {n + 1})")
-            check(f"{sep[1].name}: rows", bool(sep[1].rows and sep[1].rows > n), f"{sep[1].rows} lines")
-            if dove_sep is not None:
-                same = sep[1].rows == dove_sep.rows
-                check("who -1 v1: dvadm rows == doveadm rows", same, f"{sep[1].rows} vs {dove_sep.rows}")
+        flags = ["-1"] if mode == "who1" else []
+        label = f"{shape} v{protocol}, {self.args.sessions:,} sessions"
+        title = "who -1" if mode == "who1" else "who"
+        dv = Series(f"dvadm {title} ({label})", [self.dvadm, "who", *flags, "-a", path])
+        series = [dv]
+        dove = None
+        if baseline is not None:
+            prefix = baseline[0]
+            inner = path if prefix[0] != "chroot" else "/" + os.path.relpath(path, prefix[1])
+            dove = Series(f"doveadm {title} ({label})", [*prefix, "who", *flags, "-a", inner])
+            series.append(dove)
+        self.log(f"{title} ({label}): row count, then {runs} interleaved runs")
+        for s in series:
+            self.rows(s)
+        if dove is not None:
+            same = dv.rows == dove.rows
+            self.report.check(
+                f"{title} {shape} v{protocol}: rows", same, f"{dv.rows} vs {dove.rows} (doveadm)"
+            )
+        else:
+            self.report.check(f"{title} {shape} v{protocol}: rows", bool(dv.rows), f"{dv.rows} lines")
+        interleaved(series, runs)
+        self.report.add(*series)
+        self.report.shape_rows.append(ShapeRow(shape, protocol, mode, dv, dove))
 
     # -- 4. pipelined kick ---------------------------------------------------------------
 
@@ -442,6 +515,44 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence
     return "\n".join([line(headers), rule, *(line(r) for r in rows)]) + "\n"
 
 
+def render_shapes(report: Report) -> str:
+    """One table per shape: who and who -1 on each protocol, dvadm against doveadm."""
+    parts = []
+    heads = ["mode", "proto", "dvadm", "doveadm", "ratio", "limit", "dvadm RSS", "doveadm RSS", "RSS limit"]
+    heads.append("met?")
+    for shape in SHAPES:
+        rows = [r for r in report.shape_rows if r.shape == shape.name]
+        if not rows:
+            continue
+        lines = []
+        for r in rows:
+            dove = r.doveadm
+            lines.append(
+                [
+                    "who -1" if r.mode == "who1" else "who",
+                    f"v{r.protocol}",
+                    fmt_value("wall", r.dvadm.median_wall),
+                    fmt_value("wall", dove.median_wall if dove else None),
+                    f"{r.wall_ratio:.2f}x" if r.wall_ratio is not None else "-",
+                    f"<= {WALL_LIMIT:.2f}x",
+                    fmt_value("rss", r.dvadm.median_rss_mib),
+                    fmt_value("rss", dove.median_rss_mib if dove else None),
+                    f"<= {r.rss_limit:.1f} MiB" if r.rss_limit is not None else "-",
+                    r.status() + (" (stretch met)" if r.stretch_met else ""),
+                ]
+            )
+        size = f"{report.settings['sessions']:,}"
+        parts.append(f"\nShape {shape.name}: {shape.description} ({size} sessions)\n")
+        parts.append(table(heads, lines, right=(2, 3, 4, 6, 7)))
+    if parts:
+        parts.insert(
+            0,
+            "\nwho on big servers: medians; ratio = median over interleaved pairs of dvadm / doveadm wall"
+            " (v1: doveadm 2.3 on the host, v2: doveadm 2.4 in its chroot)\n",
+        )
+    return "".join(parts)
+
+
 def render(report: Report) -> str:
     parts = []
     rows = [
@@ -464,6 +575,7 @@ def render(report: Report) -> str:
     notes = [f"  {t.name}: {t.note}" for t in report.targets if t.note]
     if notes:
         parts.append("\n".join(notes) + "\n")
+    parts.append(render_shapes(report))
     figures = []
     for s in report.series:
         figures.append(
@@ -492,30 +604,42 @@ def render(report: Report) -> str:
     errors = [f"  {s.name}: {e}" for s in report.series for e in s.errors]
     if errors:
         parts.append("\nERRORS\n" + "\n".join(errors) + "\n")
-    missed = [t.name for t in report.targets if t.met is False]
+    missed = missed_targets(report)
+    measured = sum(t.met is not None for t in report.targets)
+    measured += sum((r.wall_met is not None) + (r.rss_met is not None) for r in report.shape_rows)
     parts.append("\n")
     if missed:
-        parts.append(f"MISSED {len(missed)} of {sum(t.met is not None for t in report.targets)} targets:\n")
+        parts.append(f"MISSED {len(missed)} of {measured} targets:\n")
         parts.append("".join(f"  MISSED: {name}\n" for name in missed))
     else:
         parts.append("All measured targets met.\n")
     return "".join(parts)
 
 
+def missed_targets(report: Report) -> list[str]:
+    missed = [t.name for t in report.targets if t.met is False]
+    for r in report.shape_rows:
+        for what, met in (("wall", r.wall_met), ("peak RSS", r.rss_met)):
+            if met is False:
+                missed.append(f"{'who -1' if r.mode == 'who1' else 'who'} {r.shape} v{r.protocol}: {what}")
+    return missed
+
+
 def to_json(report: Report) -> dict[str, object]:
     return {
         "settings": report.settings,
-        "environment": environment(),
+        "environment": environment(report.settings["chroot24"]),  # type: ignore[arg-type]
         "simulator_startup_s": report.simulators,
         "simulator_kick_round_trip_us": report.kick_round_trip_us,
         "targets": [t.to_json() for t in report.targets],
-        "missed": [t.name for t in report.targets if t.met is False],
+        "shapes": [r.to_json() for r in report.shape_rows],
+        "missed": missed_targets(report),
         "commands": {s.name: s.to_json() for s in report.series},
         "checks": [{"check": n, "ok": ok, "detail": d} for n, ok, d in report.checks],
     }
 
 
-def environment() -> dict[str, object]:
+def environment(root: str | None) -> dict[str, object]:
     def dist(name: str) -> str | None:
         try:
             return version(name)
@@ -542,6 +666,7 @@ def environment() -> dict[str, object]:
         "stevedore": dist("stevedore"),
         "dvadm": dist("dvadm"),
         "dovecot": first_line(["dovecot", "--version"]),
+        "dovecot_24_chroot": first_line(["chroot", root, "/usr/sbin/dovecot", "--version"]) if root else None,
         "hyperfine": first_line(["hyperfine", "--version"]),
     }
 
@@ -551,6 +676,8 @@ def settings_of(args: argparse.Namespace) -> dict[str, object]:
         "runs": args.runs,
         "startup_runs": args.startup_runs,
         "sessions": args.sessions,
+        "shapes": list(args.shapes),
+        "chroot24": args.chroot24,
         "kick_sessions": args.kick_sessions,
         "kick_delay_s": KICK_DELAY,
         "quick": args.quick,
@@ -560,6 +687,18 @@ def settings_of(args: argparse.Namespace) -> dict[str, object]:
         "doveadm": args.doveadm,
         "bytecode_cache": "on for every child (PYTHONDONTWRITEBYTECODE removed)",
     }
+
+
+def find_chroot24(given: str | None) -> str | None:
+    """The 2.4 chroot to take doveadm from: ``given``, else the newest suite built; None if unusable."""
+    if given == "none":
+        return None
+    base = os.environ.get("DVADM_DOVECOT_CHROOTS") or DEFAULT_CHROOTS
+    candidates = [given] if given else [os.path.join(base, f"dovecot-{suite}") for suite in ("sid", "trixie")]
+    for root in candidates:
+        if os.geteuid() == 0 and os.access(os.path.join(root, "usr/bin/doveadm"), os.X_OK):
+            return os.path.abspath(root)
+    return None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -585,12 +724,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--dvadm", default=None, help="dvadm executable (default: next to this python)")
     p.add_argument("--doveadm", default=None, help="doveadm executable (default: on PATH; 'none' to skip)")
+    p.add_argument(
+        "--chroot24",
+        default=None,
+        metavar="DIR",
+        help="Debian chroot with Dovecot 2.4 whose doveadm is the protocol-2 baseline (default: "
+        f"$DVADM_DOVECOT_CHROOTS or {DEFAULT_CHROOTS}, dovecot-sid or dovecot-trixie; 'none' to skip)",
+    )
+    p.add_argument(
+        "--shapes",
+        default=",".join(BY_NAME),
+        help=f"comma-separated session shapes for who (default all: {','.join(BY_NAME)})",
+    )
     args = p.parse_args(argv)
     quick = args.quick
-    args.runs = args.runs or (3 if quick else 5)
-    args.startup_runs = args.startup_runs or (10 if quick else 30)
-    args.sessions = args.sessions or (20_000 if quick else 1_000_000)
-    args.kick_sessions = args.kick_sessions or (1_000 if quick else 10_000)
+    args.runs = args.runs or (1 if quick else 5)
+    args.startup_runs = args.startup_runs or (3 if quick else 30)
+    args.sessions = args.sessions or (2_000 if quick else 1_000_000)
+    args.kick_sessions = args.kick_sessions or (500 if quick else 10_000)
+    args.shapes = [shape.strip() for shape in args.shapes.split(",") if shape.strip()]
+    if unknown := set(args.shapes) - set(BY_NAME):
+        p.error(f"unknown shape(s) {', '.join(sorted(unknown))}; choose from {', '.join(BY_NAME)}")
+    args.chroot24 = find_chroot24(args.chroot24)
     args.only = [phase.strip() for phase in args.only.split(",") if phase.strip()]
     if unknown := set(args.only) - set(PHASES):
         p.error(f"unknown phase(s) {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}")
@@ -613,10 +768,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = sys.stdout
     if not args.doveadm:
-        out.write("# doveadm not found: rows that compare against doveadm are skipped\n")
+        out.write("# doveadm not found: protocol-1 rows are dvadm alone\n")
+    if not args.chroot24:
+        out.write("# no usable Dovecot 2.4 chroot (needs root): protocol-2 rows are dvadm alone\n")
     if args.quick:
         out.write("# --quick: small sizes, figures are a smoke test, not the targets' sizes\n")
-    out.write(f"# dvadm: {args.dvadm}; python: {sys.executable}; doveadm: {args.doveadm}\n")
+    out.write(f"# dvadm: {args.dvadm}; python: {sys.executable}; doveadm: {args.doveadm}")
+    out.write(f"; 2.4 chroot: {args.chroot24}\n")
     report = Bench(args, out).run()
     text = render(report)
     out.write("\n" + text)
