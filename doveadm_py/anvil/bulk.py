@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import accumulate, count, repeat, zip_longest
-from operator import add
+from itertools import accumulate, count, repeat
+from operator import add, sub
 from socket import AF_INET6, inet_aton, inet_pton
 
 from doveadm_py.anvil.records import (
@@ -74,7 +74,7 @@ class V2Columns:
         services: Sequence[str],
         ips: Sequence[str],
         dest_ips: Sequence[str],
-        alts: list[Sequence[str]],
+        alts: Sequence[Sequence[str]],
     ) -> None:
         self.pids = pids  # str(SessionV2.pid)
         self.users = users
@@ -196,26 +196,24 @@ class BulkParser:
     # -- 2.4 ---------------------------------------------------------------------------------------
 
     def _v2_columns(self, lines: list[bytes]) -> V2Columns | None:
+        width = 6 + self.n_alt
+        # A line may leave out trailing alt values: one TAB per missing field makes them '', so that
+        # every line has `width` fields and one split of the whole block gives the columns by slicing.
+        tabs = list(map(bytes.count, lines, repeat(b"\t")))
+        fewest, most = min(tabs), max(tabs)
+        if fewest < 5 or most >= width:  # missing fixed fields, or more fields than the header names
+            return None
+        if fewest < width - 1:
+            lines = list(map(bytes.__add__, lines, map(b"\t".__mul__, map(sub, repeat(width - 1), tabs))))
         text = b"\n".join(lines).decode(ENCODING, ERRORS)
         if "\x01" in text:
             return None
-        width = 6 + self.n_alt
-        # Split once more than the fields used, so that a line with extra fields shows as an extra column;
-        # zip_longest turns the rows into columns, None where a line is shorter.
-        rows = map(str.split, text.split("\n"), repeat("\t"), repeat(width))
-        columns = list(zip_longest(*rows))
-        if len(columns) < 6 or len(columns) > width or None in columns[5]:
-            return None
-        pids, users, services, ips, guids, dest_ips = columns[:6]
+        fields = text.replace("\n", "\t").split("\t")
+        pids, users, services, ips, guids, dest_ips, *alts = (fields[i::width] for i in range(width))
         if not _PIDS.fullmatch("\t".join(pids)) or not _all_guids(guids):
             return None
         if invalid_ips(ips) or invalid_ips(dest_ips):
             return None
-        n = len(lines)
-        alts: list[Sequence[str]] = []
-        for column in columns[6:]:
-            alts.append([v or "" for v in column] if None in column else column)
-        alts += [[""] * n] * (self.n_alt - len(alts))
         return V2Columns(pids, users, services, ips, dest_ips, alts)
 
     def _v2_records(self, lines: list[bytes]) -> Iterator[list[SessionV2]]:
