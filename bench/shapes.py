@@ -5,7 +5,8 @@ stands for; the aggregation's cost depends on how sessions share users, services
 
 - ``distinct-ips``: an ISP-sized server, every session from its own client IP, ~3 sessions a user.
 - ``ip-pool``: every client behind one of 64 addresses (NAT, a webmail), ~3 sessions a user.
-- ``heavy-users``: 20 users with very many sessions each (shared or system accounts).
+- ``heavy-users``: 100 users with 10,000 sessions each (shared or system accounts); doveadm's
+  cost grows with the square of a user's sessions (it searches its pid and IP lists linearly).
 - ``one-per-user``: a million users with one session each: a group per session.
 - ``long-names``: ``firstname.lastname.N@department.university.example`` names, ~3 sessions a user.
 - ``alt-proxy`` (protocol 2 only): three alt-username fields, half the sessions proxied by
@@ -36,7 +37,7 @@ class Shape:
 SHAPES = (
     Shape("distinct-ips", "every session its own client IP, n/3 users"),
     Shape("ip-pool", "client IPs from a pool of 64, n/3 users"),
-    Shape("heavy-users", "20 users with n/20 sessions each, IPs from a pool of 50,000"),
+    Shape("heavy-users", "100 users with n/100 sessions each, IPs from a pool of 50,000"),
     Shape("one-per-user", "n users with one session each"),
     Shape("long-names", "~60-character user@domain names, n/3 users"),
     Shape("alt-proxy", "3 alt-username fields, half the sessions imap-login proxies with dest_ip", (2,)),
@@ -62,7 +63,7 @@ def _users(shape: str, n: int) -> list[str]:
     if shape == "one-per-user":
         count = n
     elif shape == "heavy-users":
-        count = 20
+        count = 100
     else:
         count = max(1, n // 3)
     if shape == "long-names":
