@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import accumulate, count, repeat
 from operator import add, sub
-from socket import AF_INET6, inet_aton, inet_pton
+from socket import AF_INET, AF_INET6, inet_pton
 
 from doveadm_py.anvil.records import (
     ENCODING,
@@ -104,14 +104,15 @@ SMALL = 32
 def invalid_ips(column: Sequence[str]) -> set[str]:
     """The values of ``column`` that are neither '' nor a valid IP (:func:`is_valid_ip`).
 
-    Checked in C-level passes whether the IPs repeat or not: ``inet_aton`` over the texts
-    without ':', ``inet_pton`` over the others; only a column where one fails (an invalid
-    IP, or an IPv6 one with brackets or a scope) is checked value by value.
+    Checked in C-level passes whether the IPs repeat or not: ``inet_pton`` over the texts without
+    ':' as dotted quads, over the others as IPv6 (both strict subsets of what :func:`is_valid_ip`
+    accepts); only a column where one fails (an invalid IP, or another form: ``1.2``, brackets, a
+    scope) is checked value by value.
     """
     v6 = [ip for ip in column if ":" in ip]
     try:
         all(map(inet_pton, repeat(AF_INET6), v6))
-        all(map(inet_aton, [ip for ip in column if ip and ":" not in ip]))
+        all(map(inet_pton, repeat(AF_INET), [ip for ip in column if ip and ":" not in ip]))
     except (OSError, ValueError):
         return {ip for ip in set(column) if ip and not is_valid_ip(ip)}
     return set()
