@@ -71,9 +71,11 @@ class ProxyCommand:
         try:
             sock = connect(path, settings["connect_timeout"])
         except IpcError as err:
-            if socket_path is None and self._anvil_speaks_v2():
+            anvil_error = None if socket_path is not None else self._anvil_speaks_v2()
+            if anvil_error == "":
                 return None
-            raise IpcError(f"{what} failed: {err.message}") from None
+            also = f" (Dovecot 2.3); {anvil_error} (2.4)" if anvil_error else ""
+            raise IpcError(f"{what} failed: {err.message}{also}") from None
         conn = IpcConnection(path, sock=sock, debug=debug, **settings)
         if socket_path is not None and conn.greeted(GREETING_GRACE):
             conn.close()
@@ -98,20 +100,21 @@ class ProxyCommand:
         self.late_greeting(socket_path)
         return None
 
-    def _anvil_speaks_v2(self) -> bool:
-        """No ipc socket: is ``<base_dir>/anvil`` a 2.4 anvil? (Then it is kept for who/kick.)"""
+    def _anvil_speaks_v2(self) -> str | None:
+        """No ipc socket: is ``<base_dir>/anvil`` a 2.4 anvil? "" if so (the client is kept for
+        who/kick), None if it is a 2.3 one, else why it could not be asked."""
         try:
             # Patient: this is only asked when there is no ipc socket, where 2.3 fails anyway.
             grace = self.ipc_settings()["connect_timeout"]
             client = super().anvil(None, greeting_grace=grace)  # type: ignore[misc]
             protocol = client.protocol
-        except AnvilError:
-            return False
+        except AnvilError as err:
+            return str(err)
         if protocol != 2:
             client.close()
-            return False
+            return None
         self._probed = client
-        return True
+        return ""
 
     def _use_anvil(self, path: str, greeting_grace: float) -> None:
         """The server is 2.4 (or must be, for a TCP address): a client that waits for its greeting."""

@@ -127,3 +127,25 @@ def test_a_23_anvil_is_no_ipc_socket(dvadm: RunDvadm) -> None:
     assert proc.returncode == 75
     assert proc.stderr.startswith(b"Fatal: KICK failed: ")
     assert sim.kicks == []
+
+
+def test_neither_socket_names_both(dvadm: RunDvadm, tmp_path: Path) -> None:
+    """No ipc socket and no anvil (Dovecot down): the error names what each generation uses."""
+    proc = dvadm("-o", f"base_dir={tmp_path}", "proxy", "list")
+    assert (proc.returncode, proc.stdout) == (75, b"")
+    assert (
+        proc.stderr
+        == (
+            f"Fatal: LIST-FULL failed: connect({tmp_path}/ipc) failed: No such file or directory "
+            f"(Dovecot 2.3); net_connect_unix({tmp_path}/anvil) failed: No such file or directory (2.4)\n"
+        ).encode()
+    )
+
+
+def test_a_tcp_address_must_be_a_24_anvil(dvadm: RunDvadm) -> None:
+    """A value without '/' is host:port of a 2.4 anvil; a 2.3 anvil there is refused, nothing sent."""
+    with AnvilSimulator(protocol=1, sessions=[], tcp=True) as sim:
+        proc = dvadm("-o", "dvadm_ipc_timeout=0.5", "proxy", "kick", "-a", sim.path, "jane")
+        assert (proc.returncode, proc.stdout) == (64, b"")
+        assert proc.stderr.startswith(f"Error: {sim.path} is no Dovecot 2.4 anvil; ".encode())
+        assert sim.requests == []
