@@ -20,6 +20,7 @@ from .errors import EX_TEMPFAIL, UsageError
 if TYPE_CHECKING:
     from .anvil import AnvilClient
     from .output import Header
+    from .transport.local import LocalTransport
 
 
 class HelpRequested(Exception):
@@ -202,6 +203,12 @@ class DvadmCommand(Command):
         kwargs.setdefault("kick_timeout", settings.seconds(KICK_TIMEOUT, 30.0))
         kwargs.setdefault("deadline", settings.seconds(ANVIL_DEADLINE, 60.0))
         return AnvilClient(path, debug=self.app.debug_log if self.options.debug else None, **kwargs)
+
+    def local_transport(self, socket_path: str | None = None) -> LocalTransport:
+        """The local anvil as a transport (:mod:`doveadm_py.transport`): ``-a`` or ``<base_dir>/anvil``."""
+        from .transport.local import LocalTransport
+
+        return LocalTransport(self.anvil(socket_path))
 
     def remote_servers(self, parsed_args: argparse.Namespace) -> list[Any] | None:
         """Transports for the ``-S`` targets (see :mod:`doveadm_py.transport.fleet`), or None for

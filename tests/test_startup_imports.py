@@ -49,6 +49,8 @@ DVADM_MODULES = frozenset(
         "doveadm_py.output.table",
         "doveadm_py.sessionview",
         "doveadm_py.settings",
+        "doveadm_py.transport",
+        "doveadm_py.transport.local",
         "doveadm_py.streams",
         "doveadm_py.wildcard",
     }

@@ -65,24 +65,9 @@ class Kick(DvadmCommand):
     def run_kick(self, parsed_args: argparse.Namespace) -> KickReport:
         """Check the command line, kick (or dry-run) and return what happened; prints nothing."""
         filter_, dest_host = validate(parsed_args)
-        with self.anvil(parsed_args.socket_path) as client:
-            self.server = client.path
-            # A greeting proves 2.4. Silence is only provisionally 2.3: the (read-only) dump
-            # settles it before anything irreversible, so a 2.4 anvil that greets late can
-            # never have its pids signalled.
-            dump = None
-            if client.protocol == 1:
-                invalid: list[bytes] = []
-                dump = client.connect_dump(on_invalid=invalid.append)
-                if dump.protocol == 1:
-                    from ..kick_v1 import kick_v1
-
-                    filter_ = settle(filter_, 1, parsed_args, dump)
-                    return kick_v1(client, dump, invalid, filter_, parsed_args)
-            from ..kick_v2 import kick_v2
-
-            filter_ = settle(filter_, 2, parsed_args, dump)
-            return kick_v2(client, filter_, dest_host, parsed_args, dump)
+        with self.local_transport(parsed_args.socket_path) as anvil:
+            self.server = anvil.path
+            return anvil.kick(filter_, dest_host, parsed_args)
 
     def audit(self, args: argparse.Namespace, report: KickReport | None, error: Exception | None) -> None:
         """One syslog line per kick and per refused or failed kick (dry runs are not logged)."""

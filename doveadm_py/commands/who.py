@@ -56,8 +56,8 @@ class Who(DvadmCommand):
         servers = self.remote_servers(parsed_args)
         if servers is not None:
             return self.fleet_who(servers, filter_, parsed_args)
-        with self.anvil(parsed_args.socket_path) as client:
-            dump = client.connect_dump(on_invalid=self._invalid_line)
+        with self.local_transport(parsed_args.socket_path) as anvil:
+            dump = anvil.sessions(on_invalid=self._invalid_line)
             # Only the dump makes the protocol certain: a 2.4 anvil slow to greet looks like 2.3 until then.
             if dump.protocol == 1 and parsed_args.passdb_field is not None:
                 dump.close()
@@ -88,10 +88,15 @@ class Who(DvadmCommand):
             if dump.protocol == 1 and parsed_args.passdb_field is not None:
                 answers[i] = ServerFailure(answer.name, f"{answer.name}: {ALT_NEEDS_24}; it runs Dovecot 2.3")
                 continue
+            try:
+                settled = filter_.for_protocol(dump.protocol)
+            except UsageError as err:
+                answers[i] = ServerFailure(answer.name, f"{answer.name}: {err.message}")
+                continue
             if parsed_args.separate_connections:
-                headers, rows, _ = separate(dump, filter_, parsed_args.passdb_field)
+                headers, rows, _ = separate(dump, settled, parsed_args.passdb_field)
             else:
-                headers, rows, _ = aggregated(dump, filter_)
+                headers, rows, _ = aggregated(dump, settled)
             parts.append((answer.name, headers, rows, dump.protocol))
         self.emit_merged(parts)
         return self.report_failures(answers)

@@ -37,8 +37,11 @@ def kick_server(
     ``count`` is the connections kicked (2.4: the server's count; 2.3: the listed sessions
     of the users the server reports kicked), ``users`` who they belonged to.
     """
+    from ..commands.kick import settle
+
     dump = server.sessions()
     sessions = list(dump)
+    filter_ = settle(filter_, dump.protocol, args, None)  # masks as this server's generation reads them
     if dump.protocol == 1:
         return _kick_v1(server, sessions, filter_, dest_host, args)
     field = args.passdb_field

@@ -50,10 +50,10 @@ class Penalty(DvadmCommand):
         servers = self.remote_servers(parsed_args)
         if servers is not None:
             return self.fleet_penalty(servers, None if network is None else network.contains)
-        with self.anvil(parsed_args.socket_path) as client:
-            records = client.penalty_dump()  # the request is sent here: the protocol is settled
+        with self.local_transport(parsed_args.socket_path) as anvil:
+            records = anvil.penalties()  # the request is sent here: the protocol is settled
             rows = penalty_rows(records, None if network is None else network.contains)
-            self.emit(HEADERS, rows, generation=client.protocol)
+            self.emit(HEADERS, rows, generation=anvil.protocol)
         return 0
 
     def fleet_penalty(self, servers: list[Any], in_network: Callable[[str], bool] | None) -> int:
