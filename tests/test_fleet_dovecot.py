@@ -304,3 +304,27 @@ def test_fleet_kick_refuses_a_process_shared_with_other_users(
         ]
         both = {("jane", "127.0.0.1"), ("foo", "127.0.0.5")}
         assert group.wait_for_disconnects(both, timeout=10) == both
+
+
+def test_password_auth_and_a_url_not_in_the_fleet_file(tmp_path: Path, dovecot_factory: object) -> None:
+    port = free_port()
+    server = dovecot_factory(extra_conf=http_api_conf(port, password="pw-Secret-51"))  # type: ignore[operator]
+    url = f"http://127.0.0.1:{port}"
+    fleet_file = write_fleet(tmp_path, {"pw": {"url": url, "password_env": "FLEET_PW"}})
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    with open_sessions(server, [("jane", "127.0.0.1")]):
+        for env, target, name in (
+            ({"DVADM_FLEET": str(fleet_file), "FLEET_PW": "pw-Secret-51"}, "pw", "pw"),
+            ({"DVADM_FLEET": str(empty), "DVADM_PASSWORD": "pw-Secret-51"}, url, url),
+        ):
+            proc = cli.run_dvadm(
+                "-D", "-f", "tab", "who", "-S", target, env=dict(os.environ, **env), timeout=60
+            )
+            assert proc.returncode == 0, proc.stderr
+            assert proc.stdout.decode().splitlines()[1].startswith(f"{name}\tjane\t1\timap\t(")
+            assert b"pw-Secret-51" not in proc.stdout + proc.stderr
+        env = {"DVADM_FLEET": str(fleet_file), "FLEET_PW": "wrong"}
+        proc = cli.run_dvadm("who", "-S", "pw", env=dict(os.environ, **env), timeout=60)
+        assert (proc.returncode, proc.stdout) == (75, b"")
+        assert proc.stderr == b"Error: pw: authentication failed (HTTP 401): check the API key or password\n"

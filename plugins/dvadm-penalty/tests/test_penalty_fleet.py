@@ -1,4 +1,4 @@
-"""``dvadm penalty -S``: penalties of two real Dovecot 2.3 servers through their doveadm HTTP API.
+"""``dvadm penalty -S``: penalties of a real Dovecot 2.3 and a 2.4.5 through their doveadm HTTP API.
 
 The merged result must be each server's local ``dvadm penalty`` (itself tested byte for byte
 against ``doveadm penalty``) with a leading server column, in fleet-file order.
@@ -19,6 +19,7 @@ from doveadm_py.testing.dovecot import free_port
 from doveadm_py.testing.fixtures import require_dovecot
 from doveadm_py.testing.fleet import http_api_conf, write_fleet
 
+# A failure delay: 2.4 records no penalty when it answers a failure at once.
 ATTEMPTS = [
     ("one", "127.0.0.77", "wrong-1"),
     ("two", "127.0.0.78", "wrong-1"),
@@ -32,9 +33,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str
     instances: dict[str, DovecotInstance] = {}
     entries = {}
     try:
-        for name in ("one", "two"):
+        for name, server in (("one", "2.3"), ("two", "2.4-sid")):
+            require_dovecot(server)
             port = free_port()
-            instances[name] = DovecotInstance(extra_conf=http_api_conf(port, f"{name}-penalty-key")).start()
+            conf = http_api_conf(port, f"{name}-penalty-key", v24=server != "2.3")
+            instances[name] = DovecotInstance(extra_conf=conf, server=server, auth_failure_delay=1).start()
             entries[name] = {"url": f"http://127.0.0.1:{port}", "key": f"{name}-penalty-key"}
         fleet_file = write_fleet(tmp_path_factory.mktemp("penalty-fleet"), entries)
         with ThreadPoolExecutor(len(ATTEMPTS)) as pool:
