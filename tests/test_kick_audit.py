@@ -121,3 +121,14 @@ def test_no_syslog_never_fails_the_kick(tmp_path: Path) -> None:
             b"",
         )
         assert sim.sessions == []
+
+
+def test_a_fleet_kick_refused_before_any_server_is_logged(syslog: SyslogSocket, tmp_path: Path) -> None:
+    """``-S`` kicks are logged per server by the fleet code; one refused up front, here."""
+    env = {SOCKET_ENV: str(syslog.path), "DVADM_FLEET": str(tmp_path / "no-fleet.toml")}
+    done = run_dvadm("kick", "-S", "nosuch", "jane", env=env, timeout=30)
+    assert done.returncode == 75
+    (line,) = syslog.lines()
+    assert line.endswith(
+        f"kick by {ME}: jane on -S nosuch: refused (exit 75): {done.stderr.decode()[7:-1]}"
+    ), line

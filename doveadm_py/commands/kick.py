@@ -49,11 +49,19 @@ class Kick(DvadmCommand):
     def take_action(self, parsed_args: argparse.Namespace) -> int:
         from ..kick_report import print_report
 
+        self.server: str | None = parsed_args.socket_path
         if parsed_args.servers:
             from ..transport.kick import fleet_kick
 
-            return fleet_kick(self, parsed_args)
-        self.server: str | None = parsed_args.socket_path
+            # fleet_kick audits each server's kick; a refusal before any server is asked, here.
+            self.server = " ".join(f"-S {target}" for target in parsed_args.servers)
+            self.audited = False
+            try:
+                return fleet_kick(self, parsed_args)
+            except Exception as err:
+                if not self.audited:
+                    self.audit(parsed_args, None, err)
+                raise
         try:
             report = self.run_kick(parsed_args)
         except Exception as err:
@@ -74,6 +82,8 @@ class Kick(DvadmCommand):
         if args.dry_run:
             return
         from ..audit import log_kick
+
+        self.audited = True
 
         options = []
         for opt, value in (("-f", args.passdb_field), ("-h", args.dest_host)):
