@@ -31,6 +31,7 @@ from kick_helpers import (
     nonexistent_pid,
     real_imap,
     sleeper,
+    started,
     still_running,
 )
 
@@ -107,6 +108,22 @@ def test_refuses_itself_its_parent_and_process_group() -> None:
 
 def test_libexec_directory_is_found() -> None:
     assert os.path.dirname(LIBEXEC_IMAP) in LIBEXEC
+
+
+def test_libexec_of_a_prefix_install_is_found_from_its_running_master(open_dir: Path) -> None:
+    """A Dovecot built into a prefix of its own: its libexec is found from the master's executable
+    (``master.pid`` next to the anvil socket), not only from the usual directories."""
+    for sub in ("sbin", "run", "libexec/dovecot", "lib"):
+        (open_dir / sub).mkdir(parents=True)
+    master = open_dir / "sbin" / "dovecot"
+    shutil.copy("/bin/sleep", master)
+    with started([str(master), "30"], ready=str(master).encode()) as proc:
+        (open_dir / "run" / "master.pid").write_text(f"{proc.pid}\n")
+        found = libexec_dirs(str(open_dir / "run" / "anvil"))
+        assert found[0] == str(open_dir / "libexec" / "dovecot")
+        assert str(open_dir / "lib" / "dovecot") not in found  # does not exist
+        (open_dir / "libexec" / "dovecot").chmod(0o777)  # writable by others: never trusted
+        assert str(open_dir / "libexec" / "dovecot") not in libexec_dirs(str(open_dir / "run" / "anvil"))
 
 
 def test_signals_a_real_dovecot_imap_process() -> None:
