@@ -42,6 +42,14 @@ class ProxyCommand:
             return client
         return super().anvil(socket_path, **kwargs)  # type: ignore[misc]
 
+    def refuse_servers(self, parsed_args: argparse.Namespace) -> None:
+        """``-S`` (inherited from who/kick) asks remote doveadm servers for who/kick, which only
+        on 2.4 are what proxy list/kick are: refused rather than answered wrongly on 2.3."""
+        if getattr(parsed_args, "servers", None):
+            raise UsageError(
+                "-S is not supported by proxy list/kick: run them on each server (-a or base_dir)"
+            )
+
     def ipc_settings(self) -> dict[str, float]:
         settings = self.settings  # type: ignore[attr-defined]
         timeout = settings.seconds(IPC_TIMEOUT, 10.0)
@@ -149,6 +157,7 @@ class ProxyList(ProxyCommand, Who):
     def take_action(self, parsed_args: argparse.Namespace) -> int:
         from .ipc import AnvilGreeting
 
+        self.refuse_servers(parsed_args)
         conn = self.open_ipc(parsed_args.socket_path, "LIST-FULL")
         if conn is None:
             return super().take_action(parsed_args)
@@ -177,6 +186,7 @@ class ProxyKick(ProxyCommand, Kick):
         from .ipc import AnvilGreeting
         from .v23 import check_kick_v23, kick_v23
 
+        self.refuse_servers(parsed_args)
         if not parsed_args.masks and parsed_args.dest_host is None:
             if parsed_args.passdb_field is not None:
                 raise UsageError("Username must be given with passdb-field parameter")

@@ -217,6 +217,7 @@ def test_unreachable_socket(dvadm: RunDvadm, tmp_path: object) -> None:
         (("--force", "jane"), b"Error: --force is for 'kick' on Dovecot 2.3"),
         (("--dry-run", "jane"), b"Error: --dry-run needs Dovecot 2.4"),
         (("--bogus", "jane"), b"Error: dvadm proxy kick: unrecognized arguments: --bogus"),
+        (("-S", "http://127.0.0.1:1", "jane"), b"Error: "),
     ],
 )
 def test_kick_bad_input_sends_nothing(dvadm: RunDvadm, argv: tuple[str, ...], message: bytes) -> None:
