@@ -20,6 +20,7 @@ demo: venv
 lint: venv
 	$(BIN)/ruff check doveadm_py plugins tests bench
 	$(BIN)/ruff format --check doveadm_py plugins tests bench
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -28,4 +29,4 @@ bench: venv
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -30,7 +30,7 @@ Stable names (semantic versioning applies to them):
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 _WHERE = {
     "DvadmCommand": "doveadm_py.command",
@@ -54,10 +54,18 @@ _WHERE = {
     "Filter": "doveadm_py.masks",
     "parse_masks": "doveadm_py.masks",
     "parse_net_range": "doveadm_py.masks",
+    "wildcard_match_icase": "doveadm_py.masks",
     "parse_netmask": "doveadm_py.netmask",
     "canonical_ip": "doveadm_py.netmask",
     "add_socket_path_argument": "doveadm_py.sessionview",
-    "wildcard_match_icase": "doveadm_py.masks",
+    "AGGREGATED_V1": "doveadm_py.sessionview",
+    "AGGREGATED_V2": "doveadm_py.sessionview",
+    "SEPARATE_V1": "doveadm_py.sessionview",
+    "SEPARATE_V2": "doveadm_py.sessionview",
+    "separate_headers": "doveadm_py.sessionview",
+    "separate_rows": "doveadm_py.sessionview",
+    "select_sessions": "doveadm_py.sessionview",
+    "DumpGuard": "doveadm_py.sessionview",
     "AnvilClient": "doveadm_py.anvil",
     "AnvilError": "doveadm_py.anvil",
     "AnvilProtocolError": "doveadm_py.anvil",
@@ -74,7 +82,164 @@ _WHERE = {
     "AnvilSimulator": "doveadm_py.anvil.simulator",
     "SimSession": "doveadm_py.anvil.simulator",
     "run_dvadm": "doveadm_py.testing.cli",
+    "run": "doveadm_py.testing.cli",
+    "RunResult": "doveadm_py.testing.cli",
 }
+
+if TYPE_CHECKING:  # what type checkers see (explicit re-exports); at run time, __getattr__
+    from doveadm_py.anvil import (
+        AnvilClient as AnvilClient,
+    )
+    from doveadm_py.anvil import (
+        AnvilError as AnvilError,
+    )
+    from doveadm_py.anvil import (
+        AnvilProtocolError as AnvilProtocolError,
+    )
+    from doveadm_py.anvil import (
+        KickRequest as KickRequest,
+    )
+    from doveadm_py.anvil import (
+        PenaltyRecord as PenaltyRecord,
+    )
+    from doveadm_py.anvil import (
+        SessionV1 as SessionV1,
+    )
+    from doveadm_py.anvil import (
+        SessionV2 as SessionV2,
+    )
+    from doveadm_py.anvil.escape import (
+        join_tabescaped as join_tabescaped,
+    )
+    from doveadm_py.anvil.escape import (
+        split_tabescaped as split_tabescaped,
+    )
+    from doveadm_py.anvil.simulator import (
+        AnvilSimulator as AnvilSimulator,
+    )
+    from doveadm_py.anvil.simulator import (
+        SimSession as SimSession,
+    )
+    from doveadm_py.command import (
+        CommandArgumentParser as CommandArgumentParser,
+    )
+    from doveadm_py.command import (
+        DvadmCommand as DvadmCommand,
+    )
+    from doveadm_py.commands.kick import (
+        Kick as Kick,
+    )
+    from doveadm_py.commands.who import (
+        Who as Who,
+    )
+    from doveadm_py.errors import (
+        EX_NOTFOUND as EX_NOTFOUND,
+    )
+    from doveadm_py.errors import (
+        EX_OK as EX_OK,
+    )
+    from doveadm_py.errors import (
+        EX_SOFTWARE as EX_SOFTWARE,
+    )
+    from doveadm_py.errors import (
+        EX_TEMPFAIL as EX_TEMPFAIL,
+    )
+    from doveadm_py.errors import (
+        EX_USAGE as EX_USAGE,
+    )
+    from doveadm_py.errors import (
+        DoveadmError as DoveadmError,
+    )
+    from doveadm_py.errors import (
+        NotFoundError as NotFoundError,
+    )
+    from doveadm_py.errors import (
+        TempFailError as TempFailError,
+    )
+    from doveadm_py.errors import (
+        UsageError as UsageError,
+    )
+    from doveadm_py.globalopts import (
+        GlobalOptions as GlobalOptions,
+    )
+    from doveadm_py.masks import (
+        Filter as Filter,
+    )
+    from doveadm_py.masks import (
+        parse_masks as parse_masks,
+    )
+    from doveadm_py.masks import (
+        parse_net_range as parse_net_range,
+    )
+    from doveadm_py.masks import (
+        wildcard_match_icase as wildcard_match_icase,
+    )
+    from doveadm_py.netmask import (
+        canonical_ip as canonical_ip,
+    )
+    from doveadm_py.netmask import (
+        parse_netmask as parse_netmask,
+    )
+    from doveadm_py.output import (
+        Formatter as Formatter,
+    )
+    from doveadm_py.output import (
+        Header as Header,
+    )
+    from doveadm_py.output import (
+        load_formatter as load_formatter,
+    )
+    from doveadm_py.sessionview import (
+        AGGREGATED_V1 as AGGREGATED_V1,
+    )
+    from doveadm_py.sessionview import (
+        AGGREGATED_V2 as AGGREGATED_V2,
+    )
+    from doveadm_py.sessionview import (
+        SEPARATE_V1 as SEPARATE_V1,
+    )
+    from doveadm_py.sessionview import (
+        SEPARATE_V2 as SEPARATE_V2,
+    )
+    from doveadm_py.sessionview import (
+        DumpGuard as DumpGuard,
+    )
+    from doveadm_py.sessionview import (
+        add_socket_path_argument as add_socket_path_argument,
+    )
+    from doveadm_py.sessionview import (
+        select_sessions as select_sessions,
+    )
+    from doveadm_py.sessionview import (
+        separate_headers as separate_headers,
+    )
+    from doveadm_py.sessionview import (
+        separate_rows as separate_rows,
+    )
+    from doveadm_py.settings import (
+        Settings as Settings,
+    )
+    from doveadm_py.testing.cli import (
+        RunResult as RunResult,
+    )
+    from doveadm_py.testing.cli import (
+        run as run,
+    )
+    from doveadm_py.testing.cli import (
+        run_dvadm as run_dvadm,
+    )
+    from doveadm_py.transport.base import (
+        KickOutcome as KickOutcome,
+    )
+    from doveadm_py.transport.base import (
+        Transport as Transport,
+    )
+    from doveadm_py.transport.fleet import (
+        Answer as Answer,
+    )
+    from doveadm_py.transport.fleet import (
+        ServerFailure as ServerFailure,
+    )
 
 __all__ = sorted(_WHERE)
 

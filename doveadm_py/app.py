@@ -30,6 +30,7 @@ DESCRIPTION = "dvadm: a doveadm-compatible Dovecot administration tool"
 
 class DvadmApp(App):
     NAME = "dvadm"
+    options: GlobalOptions  # type: ignore[assignment]  # cliff's App has an argparse Namespace here
 
     def __init__(
         self,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TextIO, cast
 
 from cliff.command import Command
 
@@ -19,7 +19,10 @@ from .errors import EX_TEMPFAIL, UsageError
 
 if TYPE_CHECKING:
     from .anvil import AnvilClient
+    from .app import DvadmApp
+    from .globalopts import GlobalOptions
     from .output import Header
+    from .settings import Settings
     from .transport.local import LocalTransport
 
 
@@ -119,6 +122,7 @@ class DvadmCommand(Command):
     the exit code (``None`` means 0) or raises :class:`doveadm_py.errors.DoveadmError`.
     """
 
+    app: DvadmApp
     default_formatter: ClassVar[str] = "table"
     #: True for commands that change the server (kick): their output is held until they have
     #: finished, so a stdout that fails is reported as "done, report lost" (exit 74).
@@ -171,12 +175,12 @@ class DvadmCommand(Command):
     # -- shared services -------------------------------------------------------------
 
     @property
-    def options(self) -> Any:
+    def options(self) -> GlobalOptions:
         """The global options (:class:`doveadm_py.globalopts.GlobalOptions`)."""
         return self.app.options
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         """Shared Dovecot settings (:class:`doveadm_py.settings.Settings`)."""
         return self.app.settings
 
@@ -264,5 +268,6 @@ class DvadmCommand(Command):
 
         name = self.options.formatter or formatter or self.default_formatter
         cls = load_formatter(name)
-        out = cls(self.app.stdout, hide_titles=self.options.hide_titles, generation=generation, format=format)
+        stdout = cast("TextIO", self.app.stdout)  # Output: a TextIO whose write failures are OutputError
+        out = cls(stdout, hide_titles=self.options.hide_titles, generation=generation, format=format)
         out.write(headers, rows)

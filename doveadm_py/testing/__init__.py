@@ -4,6 +4,8 @@
 - :mod:`doveadm_py.testing.servers`: :class:`DovecotServer`, the servers an instance can run (host 2.3,
   2.4 in Debian chroots), by name (:data:`ALL_SERVERS`).
 - :mod:`doveadm_py.testing.imap`: :class:`ImapSession`, :func:`open_sessions`, :func:`failed_login`.
+- :mod:`doveadm_py.testing.cli`: :func:`run` (dvadm in this process) and :func:`run_dvadm` (the
+  installed console script).
 - :mod:`doveadm_py.testing.fixtures`: the pytest plugin (the only module that imports pytest).
 
 Nothing here is imported by the dvadm CLI itself.
@@ -11,6 +13,7 @@ Nothing here is imported by the dvadm CLI itself.
 
 from __future__ import annotations
 
+from doveadm_py.testing.cli import RunResult, run, run_dvadm
 from doveadm_py.testing.dovecot import (
     DEFAULT_PASSWORD,
     DEFAULT_USER_FIELDS,
@@ -48,6 +51,7 @@ __all__ = [
     "ImapError",
     "ImapSession",
     "LoginError",
+    "RunResult",
     "SessionGroup",
     "anvil_exchange",
     "anvil_exchange_v2",
@@ -56,5 +60,7 @@ __all__ = [
     "failed_login",
     "get_server",
     "open_sessions",
+    "run",
+    "run_dvadm",
     "wait_registered",
 ]

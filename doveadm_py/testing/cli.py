@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 
 def dvadm_executable() -> str:
@@ -45,3 +46,27 @@ def run_dvadm(
         input=input,
         check=False,
     )
+
+
+class RunResult(NamedTuple):
+    """What :func:`run` returns: unpack it as ``code, out, err``."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run(argv: Sequence[str], input: str = "") -> RunResult:
+    """Run ``dvadm ARGV`` in this process: ``(exit code, stdout, stderr)``, no subprocess.
+
+    Faster than :func:`run_dvadm` and debuggable (breakpoints, coverage), for a plugin's unit
+    tests. Each call is a new application that reads the installed entry points again, but
+    modules stay imported: test installation and uninstallation with :func:`run_dvadm`.
+    """
+    import io
+
+    from doveadm_py.app import DvadmApp
+
+    out, err = io.StringIO(), io.StringIO()
+    code = DvadmApp(stdin=io.StringIO(input), stdout=out, stderr=err).run(list(argv))
+    return RunResult(code, out.getvalue(), err.getvalue())

@@ -40,7 +40,7 @@ class ProxyCommand:
         client, self._probed = self._probed, None
         if client is not None:
             return client
-        return super().anvil(socket_path, **kwargs)  # type: ignore[misc]
+        return super().anvil(socket_path, **kwargs)  # type: ignore[misc,no-any-return]  # a mixin
 
     def refuse_servers(self, parsed_args: argparse.Namespace) -> None:
         """``-S`` (inherited from who/kick) asks remote doveadm servers for who/kick, which only
