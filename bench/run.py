@@ -54,7 +54,7 @@ from measure import (
     hyperfine_available,
     interleaved,
 )
-from shapes import BY_NAME, SHAPES
+from shapes import BY_NAME, SHAPES, Shape
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PHASES = ("startup", "who", "who1", "kick")
@@ -337,6 +337,8 @@ class Bench:
                     self.report.simulators[f"{shape}-v{protocol}"] = server.startup_seconds or 0.0
                     for mode in modes:
                         self.shape_mode(shape, protocol, mode, path, baseline, runs)
+            self.out.write(render_shape(self.report, BY_NAME[shape]))  # as it comes: a full run is long
+            self.out.flush()
 
     def baseline(self, protocol: int) -> tuple[list[str], str] | None:
         """(doveadm command prefix, directory for the socket) of the doveadm to compare with, or None.
@@ -515,36 +517,39 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence
     return "\n".join([line(headers), rule, *(line(r) for r in rows)]) + "\n"
 
 
-def render_shapes(report: Report) -> str:
-    """One table per shape: who and who -1 on each protocol, dvadm against doveadm."""
-    parts = []
+def render_shape(report: Report, shape: Shape) -> str:
+    """The table of one shape: who and who -1 on each protocol, dvadm against doveadm."""
+    rows = [r for r in report.shape_rows if r.shape == shape.name]
+    if not rows:
+        return ""
     heads = ["mode", "proto", "dvadm", "doveadm", "ratio", "limit", "dvadm RSS", "doveadm RSS", "RSS limit"]
     heads.append("met?")
-    for shape in SHAPES:
-        rows = [r for r in report.shape_rows if r.shape == shape.name]
-        if not rows:
-            continue
-        lines = []
-        for r in rows:
-            dove = r.doveadm
-            lines.append(
-                [
-                    "who -1" if r.mode == "who1" else "who",
-                    f"v{r.protocol}",
-                    fmt_value("wall", r.dvadm.median_wall),
-                    fmt_value("wall", dove.median_wall if dove else None),
-                    f"{r.wall_ratio:.2f}x" if r.wall_ratio is not None else "-",
-                    f"<= {WALL_LIMIT:.2f}x",
-                    fmt_value("rss", r.dvadm.median_rss_mib),
-                    fmt_value("rss", dove.median_rss_mib if dove else None),
-                    f"<= {r.rss_limit:.1f} MiB" if r.rss_limit is not None else "-",
-                    r.status() + (" (stretch met)" if r.stretch_met else ""),
-                ]
-            )
-        size = f"{report.settings['sessions']:,}"
-        parts.append(f"\nShape {shape.name}: {shape.description} ({size} sessions)\n")
-        parts.append(table(heads, lines, right=(2, 3, 4, 6, 7)))
-    if parts:
+    lines = []
+    for r in rows:
+        dove = r.doveadm
+        lines.append(
+            [
+                "who -1" if r.mode == "who1" else "who",
+                f"v{r.protocol}",
+                fmt_value("wall", r.dvadm.median_wall),
+                fmt_value("wall", dove.median_wall if dove else None),
+                f"{r.wall_ratio:.2f}x" if r.wall_ratio is not None else "-",
+                f"<= {WALL_LIMIT:.2f}x",
+                fmt_value("rss", r.dvadm.median_rss_mib),
+                fmt_value("rss", dove.median_rss_mib if dove else None),
+                f"<= {r.rss_limit:.1f} MiB" if r.rss_limit is not None else "-",
+                r.status() + (" (stretch met)" if r.stretch_met else ""),
+            ]
+        )
+    size = f"{report.settings['sessions']:,}"
+    title = f"\nShape {shape.name}: {shape.description} ({size} sessions)\n"
+    return title + table(heads, lines, right=(2, 3, 4, 6, 7))
+
+
+def render_shapes(report: Report) -> str:
+    """One table per shape."""
+    parts = [render_shape(report, shape) for shape in SHAPES]
+    if any(parts):
         parts.insert(
             0,
             "\nwho on big servers: medians; ratio = median over interleaved pairs of dvadm / doveadm wall"
