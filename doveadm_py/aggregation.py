@@ -44,43 +44,50 @@ def aggregate(protocol: int, pieces: Iterable[Any], filter_: Filter) -> Iterator
 
 
 _CHUNK = 4096  # groups per output block
-_LONG = 512  # a group text longer than this becomes a Group (appending to a text copies it)
+_LONG = 512  # a group text longer than this becomes a Group (each merge copies the text)
 
 
 class Group:
-    """A group that outgrew its text, or whose key or IPs a text cannot hold."""
+    """A group that outgrew its text, or whose key or IPs a text cannot hold.
 
-    __slots__ = ("ips", "pids", "sessions")
+    ``pids`` lists the pids of the text it came from, then every later session's (repeats
+    included), so that the count is ``len(pids)`` plus the group's ``Groups.extra``.
+    """
+
+    __slots__ = ("ips", "pids")
 
     def __init__(self, text: str = "") -> None:
         """The group of a text (see :class:`Groups`), or an empty one."""
         pids, _, ips = text.partition("\t")
-        self.pids = array("q", map(int, pids.split("\n")) if pids else ())  # one per session
-        self.ips = dict.fromkeys(ips.split("\n")) if pids else {}
-        self.sessions = len(self.pids)
+        self.pids = array("q", map(int, pids.split(" ")) if pids else ())
+        self.ips = dict.fromkeys(ips.split(" ") if ips else ())
 
     def add(self, pid: str, ip: str) -> None:
         self.pids.append(int(pid))
-        self.ips[ip] = None
-        self.sessions += 1
+        if ip:
+            self.ips[ip] = None
 
     def texts(self) -> tuple[int, str, list[str]]:
-        """Sessions, the ``(pids)`` text and the IPs (none empty), in first-seen order."""
+        """Sessions (without extra), the ``(pids)`` text and the IPs, in first-seen order."""
         pids = " ".join(map(str, dict.fromkeys(self.pids)))
-        return self.sessions, f"({pids})", [ip for ip in self.ips if ip]
+        return len(self.pids), f"({pids})", list(self.ips)
 
 
 class Groups:
     """The groups of aggregated ``who``: (username, service) -> count, pids, IPs, in first-seen order.
 
-    A group is a dict entry: its key ``"user\\tservice"`` and a text ``"pids\\tips"`` listing its
-    sessions' pids and IPs (LF between them, repeats and empty IPs included), which ``rows``
-    turns into the ``(pids)`` and ``(ips)`` texts with a few C-level passes per block of groups
-    (``dict.fromkeys`` keeps the first of repeats). That is one ``setdefault`` per session and
-    ~150 bytes per group, whether IPs repeat or not. Bulk values hold no TAB or LF; a group whose
-    key or IP would (escaped in the dump), or whose sessions have no username (doveadm groups those
-    by IP too: key ``("", service, ip)``), or whose text grows long, is a :class:`Group` instead.
-    A 2.3 refcount other than 1 adds ``refcount - 1`` to ``extra``.
+    A group is a dict entry: its key ``"user\\tservice"`` and a text ``"pids\\tips"``: its
+    distinct pids and its distinct non-empty IPs, each joined by spaces, in first-seen order (a
+    new group's text is its session's ``"pid\\tip"``, built column-wise). So ``rows`` turns a
+    block of groups into the ``(pids)`` and ``(ips)`` texts with one join, replace and split, and
+    memory is one key and one short text per group (~150 bytes), whether IPs repeat or not. The
+    count is the number of pids plus ``extra``: a 2.3 refcount other than 1 adds ``refcount - 1``,
+    a session whose pid the group already lists adds 1.
+
+    Bulk values hold no TAB or LF, pids no space; a group whose key or IP a text cannot hold (a TAB
+    or LF escaped in the dump, a space in an IP's scope), whose sessions have no username (doveadm
+    groups those by IP too: key ``("", service, ip)``), or whose text grows long, is a
+    :class:`Group` instead.
     """
 
     def __init__(self) -> None:
@@ -97,7 +104,7 @@ class Groups:
             key = f"{user}\t{service}"
         value = self.groups.get(key)
         if value is None:
-            if isinstance(key, tuple) or "\t" in ip or "\n" in ip:
+            if isinstance(key, tuple) or not _fits_text(ip):
                 group = self.groups[key] = Group()
                 group.add(pid, ip)
             else:
@@ -120,7 +127,7 @@ class Groups:
         ``refcounts`` are 2.3's, None when all are 1. New groups are made by one C-level
         ``setdefault`` per session; sessions of groups seen before are merged one by one.
         """
-        if "" in users:  # keyed by IP too
+        if "" in users or " " in "\t".join(ips):  # keyed by IP too, or an IP a text cannot hold
             for row, user in enumerate(users):
                 n = 1 if refcounts is None else refcounts[row]
                 self.add(user, services[row], pids[row], ips[row], n)
@@ -129,15 +136,10 @@ class Groups:
         values = list(map("\t".join, zip(pids, ips, strict=True)))
         found = list(map(self.groups.setdefault, keys, values))
         if found != values:  # identical objects compare equal without a character compared
-            groups = self.groups
+            merge = self._merge
             for row in compress(count(), map(is_not, found, values)):
                 key = keys[row]
-                value = groups[key]
-                if type(value) is str and len(value) < _LONG:  # self._merge, inlined
-                    pid_text, _, ip_text = value.partition("\t")
-                    groups[key] = f"{pid_text}\n{pids[row]}\t{ip_text}\n{ips[row]}"
-                else:
-                    self._merge(key, value, pids[row], ips[row])
+                merge(key, self.groups[key], pids[row], ips[row])
         if refcounts is not None:
             extra = self.extra
             for row in compress(count(), map(int.__ne__, refcounts, repeat(1))):
@@ -146,9 +148,15 @@ class Groups:
 
     def _merge(self, key: Any, value: str | Group, pid: str, ip: str) -> None:
         """Add a session to the group ``key`` whose current value is ``value``."""
-        if type(value) is str and len(value) < _LONG and "\t" not in ip and "\n" not in ip:
-            pids, _, ips = value.partition("\t")
-            self.groups[key] = f"{pids}\n{pid}\t{ips}\n{ip}"
+        if type(value) is str and len(value) < _LONG and _fits_text(ip):
+            pid_text, _, ip_text = value.partition("\t")
+            if pid in pid_text.split(" "):
+                self.extra[key] = self.extra.get(key, 0) + 1
+            else:
+                pid_text = f"{pid_text} {pid}"
+            if ip and ip not in ip_text.split(" "):
+                ip_text = f"{ip_text} {ip}" if ip_text else ip
+            self.groups[key] = f"{pid_text}\t{ip_text}"
             return
         if type(value) is str:
             value = self.groups[key] = Group(value)
@@ -167,31 +175,25 @@ class Groups:
                 yield columns
 
     def _rows_in_bulk(self, keys: Sequence[str], values: Sequence[str]) -> list[Sequence[str]]:
-        """Columns for groups that are all texts keyed ``"user\\tservice"``, in C-level passes:
-        every group as if it had one session, then the groups with more (a LF in their text)."""
-        n = len(keys)
+        """Columns for groups that are all texts keyed ``"user\\tservice"``, in C-level passes."""
         fields = "\t".join(keys).split("\t")
         users, services = fields[0::2], fields[1::2]
-        fields = "\t".join(values).split("\t")
-        pid_texts, ip_texts = fields[0::2], fields[1::2]
-        pids = list(map("(%s)".__mod__, pid_texts))
-        ips = list(map("(%s)".__mod__, ip_texts))
-        sessions = [1] * n
-        more = list(compress(range(n), map(str.__contains__, pid_texts, repeat("\n"))))
-        if more:
-            pid_lists = list(map(str.split, map(pid_texts.__getitem__, more), repeat("\n")))
-            ip_lists = map(str.split, map(ip_texts.__getitem__, more), repeat("\n"))
-            unique_ips = map(filter, repeat(None), map(dict.fromkeys, ip_lists))
-            # list.__setitem__ returns None: any() runs each assignment
-            any(map(sessions.__setitem__, more, map(len, pid_lists)))
-            any(
-                map(pids.__setitem__, more, map("(%s)".__mod__, map(" ".join, map(dict.fromkeys, pid_lists))))
+        fields = ("(" + "\t".join(values).replace("\t", ")\t(") + ")").split("\t")
+        pids, ips = fields[0::2], fields[1::2]
+        counts = ["1"] * len(keys)
+        more = list(compress(range(len(keys)), map(str.__contains__, pids, repeat(" "))))
+        # list.__setitem__ returns None: any() runs each assignment
+        any(
+            map(
+                counts.__setitem__,
+                more,
+                map(str, map(add, map(str.count, map(pids.__getitem__, more), repeat(" ")), repeat(1))),
             )
-            any(map(ips.__setitem__, more, map("(%s)".__mod__, map(" ".join, unique_ips))))
+        )
         if self.extra:
-            counts = list(map(str, map(add, sessions, map(self.extra.get, keys, repeat(0)))))
-        else:
-            counts = list(map(str, sessions))
+            extra = self.extra
+            for row in compress(count(), map(extra.__contains__, keys)):
+                counts[row] = str(int(counts[row]) + extra[keys[row]])
         return [users, counts, services, pids, ips]
 
     def _rows_one_by_one(
@@ -203,9 +205,8 @@ class Groups:
                 sessions, pid_text, ips = value.texts()
             else:
                 pids, _, ip_text = value.partition("\t")
-                pid_list = pids.split("\n")
-                sessions, pid_text = len(pid_list), f"({' '.join(dict.fromkeys(pid_list))})"
-                ips = [ip for ip in dict.fromkeys(ip_text.split("\n")) if ip]
+                sessions, pid_text = pids.count(" ") + 1, f"({pids})"
+                ips = ip_text.split(" ") if ip_text else []
             if filter_.network is not None and not filter_.match_any_ip(ips):
                 continue
             user, service = key.split("\t") if isinstance(key, str) else key[:2]
@@ -213,3 +214,8 @@ class Groups:
             for column, text in zip(columns, row, strict=True):
                 column.append(text)
         return list(columns)
+
+
+def _fits_text(ip: str) -> bool:
+    """Whether a group text can hold this IP (bulk IPs hold no TAB or LF; a scope may hold a space)."""
+    return " " not in ip and "\t" not in ip and "\n" not in ip
