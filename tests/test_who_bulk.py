@@ -594,3 +594,26 @@ def test_column_blocks_are_rows_for_every_printer() -> None:
     assert list(rows) == want
     assert [row for batch in batched(rows) for row in batch] == want
     assert max(len(batch) for batch in batched(ColumnBlocks(blocks))) <= 512
+
+
+def test_groups_with_ips_a_text_cannot_hold() -> None:
+    """A space in an IP's scope (or a TAB or LF from an escaped dump) keeps the group out of text form,
+    so the IPs stay apart: ``fe80::1%a b`` then ``b`` is two IPs, not one seen twice."""
+    ips = ["fe80::1%a b", "b", "fe80::1%a", "10.0.0.1", "x\ty", "c\nd", "", "b"]
+    sessions = [Session(user, "imap", 100 + i % 3, ip) for i, ip in enumerate(ips) for user in ("u", "v")]
+    want = list(reference_aggregate(2, sessions, Filter()))
+    for by_columns in (True, False):
+        groups = Groups()
+        if by_columns:
+            for start in range(0, len(sessions), 3):
+                part = sessions[start : start + 3]
+                columns = [[getattr(s, name) for s in part] for name in ("username", "service", "pid", "ip")]
+                if any("\t" in ip or "\n" in ip for ip in columns[3]):  # bulk parsing never gives these
+                    for s in part:
+                        groups.add(s.username, s.service, str(s.pid), s.ip)
+                    continue
+                groups.add_columns(columns[0], columns[1], [str(p) for p in columns[2]], columns[3])
+        else:
+            for s in sessions:
+                groups.add(s.username, s.service, str(s.pid), s.ip)
+        assert [row for columns in groups.rows(Filter()) for row in zip(*columns, strict=True)] == want
