@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import accumulate, count, repeat
-from operator import add, sub
+from itertools import repeat
+from operator import sub
 from socket import AF_INET, AF_INET6, inet_pton
 
 from doveadm_py.anvil.records import (
@@ -91,6 +91,7 @@ Piece = V1Columns | V2Columns | list[SessionV1] | list[SessionV2]
 _V1_DELETE = bytes(sorted(set(range(256)) - set(b"\t\n/")))
 _V1_PLAIN = b"\n//\t\t"  # prefixed with the LF that ends the line before (one is added before the first)
 _V1_NO_IP = b"\n/\t\t"
+_SLASHES = (b"", b"//", b"/")  # by a line's number of '/': what its first '/' becomes
 # Canonical pids only, so that the text is str(int(text)); 9 digits stay below PID_MAX (2^31 - 1).
 _PIDS = re.compile(r"[1-9][0-9]{0,8}(?:\t[1-9][0-9]{0,8})*")
 # Up to REFCOUNT_MAX (all nines: its number of digits), as parse_v1_line.
@@ -168,8 +169,10 @@ class BulkParser:
         separators = b"\n" + data.translate(None, _V1_DELETE)
         if separators.replace(_V1_NO_IP, _V1_PLAIN) != _V1_PLAIN * len(lines):
             return None  # some line has other separators than the two layouts
-        if len(separators) != len(_V1_PLAIN) * len(lines):
-            data = b"\n".join(_with_empty_ips(lines, separators))
+        if len(separators) == len(_V1_NO_IP) * len(lines):  # no line has an IP (lmtp)
+            data = data.replace(b"/", b"//")
+        elif len(separators) != len(_V1_PLAIN) * len(lines):
+            data = b"\n".join(_with_empty_ips(lines))
         text = data.decode(ENCODING, ERRORS)
         fields = text.replace("\n", "\t").replace("/", "\t").split("\t")
         services, ips, users, pids, refcounts = (fields[i::5] for i in range(5))
@@ -230,17 +233,13 @@ class BulkParser:
             yield records
 
 
-def _with_empty_ips(lines: list[bytes], separators: bytes) -> list[bytes]:
+def _with_empty_ips(lines: list[bytes]) -> list[bytes]:
     """``lines`` with every "service/user" ident written "service//user" (the same session, no IP).
 
-    ``separators`` holds each line's separators after a LF; splitting it at the no-IP layout leaves
-    between two such lines a piece with one LF per line in between, which locates them in C.
+    Each line has the separators of one of the two layouts: one '/' without an IP, two with one.
     """
-    lines = list(lines)
-    between = map(bytes.count, separators.split(_V1_NO_IP)[:-1], repeat(b"\n"))
-    for row in map(add, accumulate(between), count()):
-        lines[row] = lines[row].replace(b"/", b"//", 1)
-    return lines
+    doubled = map(_SLASHES.__getitem__, map(bytes.count, lines, repeat(b"/")))
+    return list(map(bytes.replace, lines, repeat(b"/"), doubled, repeat(1)))
 
 
 def _odd_refcounts(refcounts: list[str]) -> list[tuple[int, int]] | None:
