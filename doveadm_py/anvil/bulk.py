@@ -110,9 +110,13 @@ def invalid_ips(column: Sequence[str]) -> set[str]:
     accepts); only a column where one fails (an invalid IP, or another form: ``1.2``, brackets, a
     scope) is checked value by value.
     """
-    v6 = [ip for ip in column if ":" in ip]
+    try:  # every IP a dotted quad (or none): one pass
+        all(map(inet_pton, repeat(AF_INET), filter(None, column)))
+        return set()
+    except (OSError, ValueError):
+        pass
     try:
-        all(map(inet_pton, repeat(AF_INET6), v6))
+        all(map(inet_pton, repeat(AF_INET6), [ip for ip in column if ":" in ip]))
         all(map(inet_pton, repeat(AF_INET), [ip for ip in column if ip and ":" not in ip]))
     except (OSError, ValueError):
         return {ip for ip in set(column) if ip and not is_valid_ip(ip)}
