@@ -45,6 +45,7 @@ def run_fleet(tmp_path: Path, bad: FakeApiServer, *args: str) -> tuple[int, str,
         (FakeApiServer(fault="garbage"), "malformed JSON in the reply: "),
         (FakeApiServer(fault="close"), "closed the connection without an answer"),
         (FakeApiServer(fault="hang"), "within 1 s; Dovecot 2.3 does not answer a wrong API key or password"),
+        (FakeApiServer(GOOD * 20, fault="drip"), "reply still incomplete after 4 s, giving up"),
         (FakeApiServer(raw_reply=b'[["error",{"type":"exitCode","exitCode":75},"dvadm1"]]'), "exit code 75"),
         (
             FakeApiServer(raw_reply=b'[["error",{"type":"unAuthorized"},"dvadm1"]]'),

@@ -4,8 +4,9 @@
 HTTP API; :func:`write_fleet` writes a fleet file with 0600 key files. :class:`FakeApiServer`
 answers like Dovecot 2.3's API with canned sessions after a delay, or misbehaves (``fault``:
 ``"hang"`` accepts and never answers, ``"garbage"`` sends invalid JSON, ``"500"``, ``"401"``,
-``"close"`` closes without an answer), or sends ``raw_reply`` as its 200 body; it is for
-the benchmark and for faults a real server cannot be made to show.
+``"close"`` closes without an answer, ``"drip"`` sends a byte every 0.1 s), or sends
+``raw_reply`` as its 200 body; it is for the benchmark and for faults a real server cannot
+be made to show.
 """
 
 from __future__ import annotations
@@ -135,6 +136,13 @@ class FakeApiServer:
                 if self.fault == "close":
                     return
                 status, reply = self._reply(body)
+                if self.fault == "drip":  # a valid reply, one byte at a time, 0.1 s apart
+                    head = f"HTTP/1.1 {status}\r\nContent-Length: {len(reply)}\r\n\r\n".encode()
+                    for i in range(len(head + reply)):
+                        if self._stop.wait(0.1):
+                            return
+                        conn.sendall((head + reply)[i : i + 1])
+                    return
                 conn.sendall(
                     f"HTTP/1.1 {status}\r\nContent-Type: application/json; charset=utf-8\r\n"
                     f"Content-Length: {len(reply)}\r\nConnection: close\r\n\r\n".encode()

@@ -318,6 +318,8 @@ def ask_all(
             if not message.startswith(target.name + ":"):
                 message = f"{target.name}: {message}"
             return ServerFailure(target.name, message)
+        except Exception as err:  # a bug must not cost the other servers' results
+            return ServerFailure(target.name, f"{target.name}: internal error: {type(err).__name__}: {err}")
         finally:
             target.close()
 

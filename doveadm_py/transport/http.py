@@ -25,6 +25,8 @@ from .base import KickOutcome
 
 MAX_REPLY = 512 * 1024 * 1024
 """Bytes of one reply at most: a million sessions are ~100 MiB of JSON."""
+TOTAL_READS = 4
+"""A whole reply must arrive within this many read timeouts."""
 V1_KEYS = ("username", "service", "pid", "ip")
 V2_KEYS = (*V1_KEYS, "dest_ip")
 TIMEOUT_HINT = (
@@ -208,17 +210,19 @@ class HttpTransport:
             raise RemoteError(f"{self.name}: malformed JSON in the reply: {err}") from None
 
     def _read(self, response: Any) -> bytes:
-        """The whole body, each read within the timeout, at most MAX_REPLY bytes in total."""
-        deadline = time.monotonic() + max(self.timeout * 10, 60.0)
+        """The whole body: each read within the timeout, all of it within TOTAL_READS timeouts
+        (a server that drips bytes), at most MAX_REPLY bytes."""
+        limit = self.timeout * TOTAL_READS
+        deadline = time.monotonic() + limit
         chunks = []
         size = 0
         try:
-            while chunk := response.read(1 << 20):
+            while chunk := response.read1(1 << 20):
                 size += len(chunk)
                 if size > MAX_REPLY:
                     raise RemoteError(f"{self.name}: reply larger than {MAX_REPLY >> 20} MiB, giving up")
                 if time.monotonic() > deadline:
-                    raise RemoteError(f"{self.name}: reply still incomplete after {deadline:g} s, giving up")
+                    raise RemoteError(f"{self.name}: reply still incomplete after {limit:g} s, giving up")
                 chunks.append(chunk)
         finally:
             response.release_conn()
