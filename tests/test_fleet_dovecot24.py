@@ -151,3 +151,24 @@ def test_fleet_kick_by_alt_username_on_24(fleet: Fleet, logged_in: dict) -> None
     }
     got = {name: group.wait_for_disconnects(expected[name], timeout=10) for name, group in logged_in.items()}
     assert got == expected
+
+
+def test_fleet_kick_by_alt_username_wildcard_sends_exact_values(fleet: Fleet, logged_in: dict) -> None:
+    """doveadm 2.4's slow path would send the primary username as the alt value; dvadm sends the values."""
+    code, out, err = fleet.run("-f", "tab", "kick", "-S", "v24", "-f", "user_alias", "some*", "127.0.0.3/32")
+    assert (code, out) == (0, "server\tconnections\tusers\ntrixie\t0\t\nsid\t0\t\ntotal\t0\t\n")
+    # james matches, but bar@example.org (127.0.0.7) shares the alias: kicking it by value would reach her
+    assert err == (
+        "Warning: sid: not kicking alt value 'something': "
+        "it would also disconnect 1 session(s) that do not match\n"
+    )
+    code, out, err = fleet.run("-f", "tab", "kick", "-S", "v24", "-f", "user_alias", "some*")
+    assert (code, err) == (0, "")
+    assert out == "server\tconnections\tusers\ntrixie\t0\t\nsid\t2\tbar@example.org james\ntotal\t2\t\n"
+    expected = {
+        "trixie": set(),
+        "sid": {("james", "127.0.0.3"), ("bar@example.org", "127.0.0.7")},
+        "old": set(),
+    }
+    got = {name: group.wait_for_disconnects(expected[name], timeout=10) for name, group in logged_in.items()}
+    assert got == expected

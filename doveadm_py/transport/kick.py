@@ -11,6 +11,7 @@ it would signal) and kicks nothing.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import EX_NOTFOUND, EX_TEMPFAIL
@@ -53,11 +54,65 @@ def kick_server(
     else:
         alt_index = None if field is None else dump.alt_fields.index(field)
         targets = [s for s in select_sessions(sessions, filter_, alt_index) if dest_matches(s, dest_host)]
+    masks: Sequence[str] = args.masks
+    notes: list[str] = []
+    if field is not None and not fast:
+        if field in dump.alt_fields:
+            masks, targets, notes = by_alt_value(sessions, targets, dump.alt_fields.index(field))
+        else:
+            masks = []
     if args.dry_run:
-        return KickReport(2, DRY_RUN, sessions=targets, alt_fields=dump.alt_fields)
-    outcome = server.kick(args.masks, dest_host, field)
+        return KickReport(2, DRY_RUN, sessions=targets, alt_fields=dump.alt_fields, notes=notes)
     users = sorted_names(s.username for s in targets)
-    return KickReport(2, KICKED, users=users, count=outcome.count)
+    if not masks:
+        return KickReport(2, KICKED, count=0, notes=notes)
+    outcome = server.kick(masks, None if masks is not args.masks else dest_host, field)
+    return KickReport(2, KICKED, users=users, count=outcome.count, notes=notes)
+
+
+def by_alt_value(
+    sessions: list[Any], targets: list[Any], index: int
+) -> tuple[list[str], list[Any], list[str]]:
+    """``-f`` with wildcards, a network or ``-h``: the exact alt values to kick, the sessions that
+    reaches, and warnings for the values left out.
+
+    doveadm 2.4 would take its slow path and send each matching session's *primary username*
+    as the alt value (an upstream bug): that kicks whoever has that alt value, matching or not.
+    An exact value takes its fast path (``KICK-ALT-USER field value``), which kicks every
+    session carrying it, so a value is sent only when all of those matched and the server
+    reads it as a plain name (no wildcard, not an IP).
+    """
+    from ..errors import UsageError
+    from ..masks import parse_masks
+
+    carriers: dict[str, list[Any]] = {}
+    for s in sessions:
+        if index < len(s.alt) and s.alt[index]:
+            carriers.setdefault(s.alt[index], []).append(s)
+    wanted = {id(s) for s in targets}
+    values: dict[str, None] = {}
+    notes = []
+    for s in targets:
+        value = s.alt[index] if index < len(s.alt) else ""
+        if not value or value in values:
+            continue
+        try:
+            plain = parse_masks([value]).for_protocol(2)
+            is_name = plain.user_masks == (value,) and plain.network is None and not plain.has_wildcards
+        except UsageError:
+            is_name = False
+        others = sum(id(c) not in wanted for c in carriers.get(value, ()))
+        if not is_name:
+            notes.append(f"not kicking alt value {value!r}: the server would read it as a mask, not a name")
+        elif others:
+            notes.append(
+                f"not kicking alt value {value!r}: it would also disconnect {others} "
+                "session(s) that do not match"
+            )
+        else:
+            values[value] = None
+    reached = [s for s in targets if index < len(s.alt) and s.alt[index] in values]
+    return list(values), reached, notes
 
 
 def _kick_v1(
@@ -112,6 +167,8 @@ def fleet_kick(cmd: Any, args: argparse.Namespace) -> int:
             cmd.audit(args, None, TempFailError(answer.message))
     err = cmd.app.stderr
     for name, report in done:
+        for note in report.notes:
+            err.write(f"Warning: {name}: {note}\n")
         if report.status == WARNING:
             err.write(
                 f"Warning: {name}: nothing kicked: other connections would also be kicked from "
