@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 from doveadm_py.testing import cli
 from doveadm_py.testing.dovecot import DovecotInstance, free_port
 from doveadm_py.testing.fixtures import require_dovecot
-from doveadm_py.testing.fleet import http_api_conf, write_fleet
+from doveadm_py.testing.fleet import disconnected, http_api_conf, sessions_on, write_fleet
 from doveadm_py.testing.imap import open_sessions
 
 KEYS = {"alpha": "alpha-Key-8c1f", "beta": "beta-Key-77d2", "gamma": "gamma-Key-1b9e"}
@@ -92,24 +91,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
 
 @pytest.fixture
-def logged_in(fleet: Fleet) -> Iterator[dict[str, object]]:
-    groups = {}
-    try:
-        for name, specs in SESSIONS.items():
-            groups[name] = open_sessions(fleet.servers[name], specs)
+def logged_in(fleet: Fleet) -> Iterator[dict]:
+    with sessions_on(fleet.servers, SESSIONS) as groups:
         yield groups
-    finally:
-        for group in groups.values():
-            group.close()
-        wait_no_sessions(fleet)
-
-
-def wait_no_sessions(fleet: Fleet, timeout: float = 10.0) -> None:
-    """Closed sessions leave anvil a moment later: the next test must start from none (bounded)."""
-    deadline = time.monotonic() + timeout
-    for instance in fleet.servers.values():
-        while instance.running and instance.connect_dump() and time.monotonic() < deadline:
-            time.sleep(0.02)
 
 
 def expected_union(fleet: Fleet, names: list[str], *args: str) -> str:
@@ -218,14 +202,6 @@ def test_unknown_target_is_a_usage_error(fleet: Fleet) -> None:
     code, out, err = fleet.run("who", "-S", "nosuch")
     assert (code, out) == (64, "")
     assert err == f"Error: -S nosuch: no such server or group in {fleet.file}\n"
-
-
-def disconnected(groups: dict, expected: dict[str, set[tuple[str, str]]]) -> dict[str, set[tuple[str, str]]]:
-    """Wait (bounded) for the expected disconnects; every session's (user, ip) that did disconnect."""
-    return {
-        name: group.wait_for_disconnects(expected.get(name, set()), timeout=10)
-        for name, group in groups.items()
-    }
 
 
 def test_fleet_kick_disconnects_exactly_the_matching_sessions(fleet: Fleet, logged_in: dict) -> None:

@@ -76,14 +76,19 @@ def test_https_with_the_fleet_files_ca(tls_server: tuple[DovecotInstance, int, P
     assert KEY not in (proc.stdout + proc.stderr).decode()
 
 
+def failing_who(tmp_path: Path, url: str) -> str:
+    """``who -S`` on a server entry without a CA file: nothing on stdout, exit 75; its stderr."""
+    fleet_file = write_fleet(tmp_path, {"secure": {"url": url, "key": KEY}})
+    proc = cli.run_dvadm("who", "-S", "secure", env=dict(os.environ, DVADM_FLEET=str(fleet_file)), timeout=60)
+    assert (proc.returncode, proc.stdout) == (75, b"")
+    return proc.stderr.decode()
+
+
 def test_https_is_verified_against_the_system_cas_by_default(
     tls_server: tuple[DovecotInstance, int, Path], tmp_path: Path
 ) -> None:
     _, port, _ = tls_server
-    fleet_file = write_fleet(tmp_path, {"secure": {"url": f"https://127.0.0.1:{port}", "key": KEY}})
-    proc = cli.run_dvadm("who", "-S", "secure", env=dict(os.environ, DVADM_FLEET=str(fleet_file)), timeout=60)
-    assert (proc.returncode, proc.stdout) == (75, b"")
-    err = proc.stderr.decode()
+    err = failing_who(tmp_path, f"https://127.0.0.1:{port}")
     assert err.startswith(f"Error: secure: TLS error with https://127.0.0.1:{port}: ")
     assert "CERTIFICATE_VERIFY_FAILED" in err and err.count("\n") == 1
 
@@ -92,10 +97,7 @@ def test_plain_http_to_a_tls_listener_is_a_clear_error(
     tls_server: tuple[DovecotInstance, int, Path], tmp_path: Path
 ) -> None:
     _, port, _ = tls_server
-    fleet_file = write_fleet(tmp_path, {"secure": {"url": f"http://127.0.0.1:{port}", "key": KEY}})
-    proc = cli.run_dvadm("who", "-S", "secure", env=dict(os.environ, DVADM_FLEET=str(fleet_file)), timeout=60)
-    assert (proc.returncode, proc.stdout) == (75, b"")
-    assert proc.stderr.decode() == (
+    assert failing_who(tmp_path, f"http://127.0.0.1:{port}") == (
         f"Error: secure: http://127.0.0.1:{port} closed the connection without an answer "
         "(the server's doveadm failed; see its log)\n"
     )

@@ -16,10 +16,13 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from doveadm_py.testing.dovecot import DovecotInstance
+from doveadm_py.testing.imap import SessionGroup, open_sessions
 
 
 def http_api_conf(
@@ -177,3 +180,37 @@ def wait_port_closed(port: int, timeout: float = 5.0) -> None:
         except OSError:
             return
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def sessions_on(
+    servers: Mapping[str, DovecotInstance],
+    specs: Mapping[str, Sequence[tuple[str, str]]],
+    timeout: float = 10.0,
+) -> Iterator[dict[str, SessionGroup]]:
+    """Idle IMAP sessions on several servers (``specs``: server name -> (user, source IP)s).
+
+    On exit they are closed and, bounded by ``timeout``, anvil has dropped them, so the next
+    test starts from no sessions.
+    """
+    groups: dict[str, SessionGroup] = {}
+    try:
+        for name, server_specs in specs.items():
+            groups[name] = open_sessions(servers[name], server_specs)
+        yield groups
+    finally:
+        for group in groups.values():
+            group.close()
+        deadline = time.monotonic() + timeout
+        for instance in servers.values():
+            while instance.running and instance.connect_dump() and time.monotonic() < deadline:
+                time.sleep(0.02)
+
+
+def disconnected(
+    groups: Mapping[str, SessionGroup], expected: Mapping[str, set[tuple[str, str]]], timeout: float = 10.0
+) -> dict[str, set[tuple[str, str]]]:
+    """Wait (bounded) for the expected disconnects on each server; every (user, ip) that did disconnect."""
+    return {
+        name: group.wait_for_disconnects(expected.get(name, set()), timeout) for name, group in groups.items()
+    }
