@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench man clean
 
 venv: $(VENV)/.installed
 
@@ -24,6 +24,12 @@ lint: venv
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Regenerate the man pages from the commands' parsers and doveadm_py/manual.py (a test checks them).
+man: venv
+	$(BIN)/python -m doveadm_py.manual man
+	PYTHONPATH=plugins/dvadm-penalty $(BIN)/python -m doveadm_py.manual plugins/dvadm-penalty/man \
+		penalty=dvadm_penalty.command:Penalty
 
 bench: venv
 	$(BIN)/python bench/run.py

@@ -12,20 +12,7 @@ import inspect
 from .command import APP_DISTRIBUTION, DvadmCommand, add_epilog, provider_note
 from .globalopts import USAGE
 from .loader import BrokenPluginError, UnknownCommandError, command_providers
-
-GLOBAL_OPTIONS_HELP = """\
-global options (before the command word only, as doveadm):
-  -D              debug: log every anvil line sent and received, show tracebacks
-  -v              verbose
-  -f FORMATTER    output formatter: flow, tab, table, pager, json, formatted, or a plugin's
-  -h              hide column titles (with no command: this help)
-  -c FILE         Dovecot config file (base_dir comes from it)
-  -i INSTANCE     Dovecot instance name
-  -o KEY=VALUE    override a setting, e.g. -o base_dir=/run/dovecot2 (repeatable)
-  -O              ignore the config: built-in defaults
-  -k, -L          accepted for compatibility
-  --help, --version
-"""
+from .manual import as_text, global_options_help, sections_for
 
 
 class HelpCommand(DvadmCommand):
@@ -47,9 +34,10 @@ class HelpCommand(DvadmCommand):
             parser = cmd.get_parser(f"dvadm {name}")
             add_epilog(parser, provider_note(cmd))
             out.write(parser.format_help())
+            out.write(as_text(sections_for(name, factory)))
             return 0
         providers = command_providers()
-        out.write(f"{USAGE}\n\n{GLOBAL_OPTIONS_HELP}\ncommands:\n")
+        out.write(f"{USAGE}\n\n{global_options_help()}\ncommands:\n")
         for name in manager.names():
             out.write(self._describe(name, providers) + "\n")
         return 0

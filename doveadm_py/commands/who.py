@@ -47,7 +47,11 @@ class Who(DvadmCommand):
             "-1", "--separate-connections", action="store_true", help="one row per connection"
         )
         parser.add_argument(
-            "-f", "--passdb-field", metavar="passdb_field", help="match masks against this alt username"
+            "-f",
+            "--passdb-field",
+            metavar="passdb_field",
+            help="2.4, with -1: match masks against this alt username (without -1 they match the "
+            "primary username, as doveadm 2.4)",
         )
         parser.add_argument("masks", nargs="*", metavar="mask", help="user mask (* and ?) or ip[/bits]")
 

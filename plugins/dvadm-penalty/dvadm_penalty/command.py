@@ -37,6 +37,34 @@ class Penalty(DvadmCommand):
     """Show the auth-failure penalties anvil keeps per client IP."""
 
     usage = "[-a <anvil socket path> | -S <server> ...] [<ip/bits>]"
+    #: ``dvadm help penalty`` and ``man dvadm-penalty`` (doveadm_py.manual markup).
+    manual_sections = (
+        (
+            "Description",
+            """\
+Sends PENALTY-DUMP to anvil (Dovecot 2.3 and 2.4 alike) and prints one row per client IP in
+anvil's order, least recently updated first: penalty, the failure count that sets auth's delay
+for that IP; last_penalty (local date and time), when it last grew; last_update (local time),
+the last failure, including repeats of a password already counted.
+
+ip/bits keeps the IPs in that network (an IPv4-mapped IPv6 address is in its IPv4 network); /0
+keeps all. As doveadm, an ident that is no IP prints as an empty IP and is in no network.""",
+        ),
+        (
+            "Examples",
+            """\
+    dvadm penalty                      every client IP with a penalty
+    dvadm penalty 192.0.2.0/24         those in one network
+    dvadm -f json penalty              as JSON""",
+        ),
+        (
+            "Exit status",
+            """\
+0 success; 64 a bad network (Invalid netmask '<mask>' given); 75 anvil unreachable or a
+malformed reply line (Read invalid penalty line: <line>).""",
+        ),
+        ("See also", "dvadm(1), doveadm-penalty(1)"),
+    )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_socket_path_argument(parser)
