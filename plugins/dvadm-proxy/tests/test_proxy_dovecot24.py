@@ -91,16 +91,19 @@ def test_proxy_kick_is_doveadm_24s(server: ProxyDovecot, dvadm: RunDvadm, args: 
     panics = server.log_text().count(ANVIL_PANIC)
     theirs, their_closed, their_direct_closed = kick_once(server, server.doveadm, args, PROXIED, expected)
     their_panic = server.log_text().count(ANVIL_PANIC) > panics
-    assert (their_closed, their_direct_closed) == (closed, direct_closed)
     assert theirs.returncode == 0
+    if our_panic or their_panic:
+        # A kick that anvil died under may stop short (doveadm sends one at a time): never more
+        # than asked, and nothing else is comparable.
+        assert closed | direct_closed <= expected and their_closed | their_direct_closed <= expected
+        return
+    assert (their_closed, their_direct_closed) == (closed, direct_closed)
     if args[0] == "-h":
         # anvil asks the login process, which may keep the session (seen with 2.4.1's default
         # one-client login processes, reference section 10): never more than asked, as doveadm.
         assert closed <= expected and not direct_closed
     else:
         assert closed | direct_closed == expected
-    if our_panic or their_panic:
-        return  # the count then is what anvil answered before it died
     if "*" not in args[0]:
         assert theirs.stdout == ours.stdout
     else:
