@@ -16,12 +16,12 @@ from typing import Any, NamedTuple, Protocol
 class KickOutcome(NamedTuple):
     """What a kick did on one server.
 
-    ``count``: connections kicked (2.4: as the server reports; 2.3: the sessions of the
-    signalled processes). ``users``: the users kicked, when the server names them (2.3).
+    ``connections``: what the server reports kicked (2.4: its count; 2.3: the number of
+    users it names). ``users``: the users kicked, when the server names them (2.3).
     ``refused``: users of shared processes that kept dvadm from kicking (2.3, no --force).
     """
 
-    count: int
+    connections: int
     users: tuple[str, ...] = ()
     refused: tuple[str, ...] = ()
 

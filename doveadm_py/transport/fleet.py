@@ -125,7 +125,7 @@ def parse_fleet(path: str, data: dict[str, Any]) -> Fleet:
         url = entry.get("url")
         if not isinstance(url, str):
             raise bad(f"{where}: url is missing")
-        check_url(url, lambda m, w=where: bad(f"{w}: {m}"))
+        check_url(url, lambda message: bad(f"{where}: {message}"))  # noqa: B023 (called at once)
         secrets = [k for k in SECRET_KEYS if k in entry]
         if len(secrets) != 1:
             raise bad(f"{where}: give exactly one of {', '.join(SECRET_KEYS)}")

@@ -67,7 +67,7 @@ def kick_server(
     if not masks:
         return KickReport(2, KICKED, count=0, notes=notes)
     outcome = server.kick(masks, None if masks is not args.masks else dest_host, field)
-    return KickReport(2, KICKED, users=users, count=outcome.count, notes=notes)
+    return KickReport(2, KICKED, users=users, count=outcome.connections, notes=notes)
 
 
 def by_alt_value(
@@ -181,12 +181,12 @@ def fleet_kick(cmd: Any, args: argparse.Namespace) -> int:
             rows = separate_rows(r.generation, r.sessions, len(r.alt_fields))
             parts.append((name, headers, rows, r.generation))
         cmd.emit_merged(parts)
-        return cmd.report_failures(answers)
+        return int(cmd.report_failures(answers))
     kicked = [(name, r) for name, r in done if r.status == KICKED]
-    rows = [(name, str(r.count or 0), " ".join(r.users) if r.status == KICKED else "") for name, r in done]
+    table = [(name, str(r.count or 0), " ".join(r.users) if r.status == KICKED else "") for name, r in done]
     total = sum(r.count or 0 for _, r in kicked)
-    rows.append(("total", str(total), ""))
-    cmd.emit(HEADERS, rows, formatter="table", generation=max((r.generation for _, r in done), default=2))
+    table.append(("total", str(total), ""))
+    cmd.emit(HEADERS, table, formatter="table", generation=max((r.generation for _, r in done), default=2))
     if cmd.report_failures(answers):
         return EX_TEMPFAIL
     if total == 0 and done and all(r.generation == 1 for _, r in done):
