@@ -29,6 +29,7 @@ from doveadm_py.anvil import (
     parse_v2_line,
 )
 from doveadm_py.anvil import client as anvil_client
+from doveadm_py.anvil.generations import Generations, socket_identity
 from doveadm_py.anvil.simulator import FAULTS, AnvilSimulator, SimSession
 from doveadm_py.errors import EX_TEMPFAIL, EX_USAGE, TempFailError
 
@@ -285,6 +286,7 @@ def test_empty_v2_dump_has_empty_header(tmp_path: Path) -> None:
 
 
 def test_slow_v24_greeting_falls_back_to_protocol_2() -> None:
+    """With a tiny grace (not the default), a late greeting still ends in protocol 2."""
     with AnvilSimulator(2, sessions=v2_sessions(), greeting_delay=0.2) as sim:
         with AnvilClient(sim.path, greeting_grace=0.002) as client:
             assert client.protocol == 1 and not client.protocol_confirmed  # nothing within the grace
@@ -306,7 +308,10 @@ def test_slow_v24_greeting_falls_back_to_protocol_2() -> None:
 
 @pytest.mark.parametrize(("protocol", "expected"), [(1, 1), (2, 2)])
 def test_confirm_protocol(protocol: int, expected: int) -> None:
-    with AnvilSimulator(protocol, greeting_delay=0.2) as sim, AnvilClient(sim.path) as client:
+    with (
+        AnvilSimulator(protocol, greeting_delay=0.2, remember=False) as sim,
+        AnvilClient(sim.path, greeting_grace=0.002) as client,
+    ):
         assert client.protocol == 1 and not client.protocol_confirmed
         assert client.confirm_protocol() == expected and client.protocol_confirmed
         assert client.protocol == expected
@@ -319,10 +324,12 @@ def test_confirm_protocol(protocol: int, expected: int) -> None:
         assert sim.requests == []
 
 
-def test_late_greeting_before_a_kick_is_waited_for() -> None:
+@pytest.mark.parametrize("grace", [0.002, None])
+def test_late_greeting_before_a_kick_is_waited_for(grace: float | None) -> None:
     with AnvilSimulator(2, sessions=v2_sessions(), greeting_delay=0.2) as sim:
-        with AnvilClient(sim.path, timeout=3) as client:
-            assert client.protocol == 1
+        kwargs = {} if grace is None else {"greeting_grace": grace}
+        with AnvilClient(sim.path, timeout=3, **kwargs) as client:
+            assert client.protocol == (1 if grace else 2)  # the default grace outwaits 0.2 s
             assert client.kick_user("foo") == 3  # pids 6427, 6420 signalled; the proxy drops 1
             assert client.protocol == 2
         assert sim.errors == []  # the 2.4 server never saw a protocol 1 VERSION line
@@ -749,7 +756,7 @@ def test_dump_that_never_ends_fails_at_the_deadline(protocol: int) -> None:
             for _ in client.connect_dump():
                 rows += 1
                 assert time.monotonic() - start < 8, "the deadline did not stop the dump"
-        assert 0.9 < time.monotonic() - start < 5 and rows > 3
+        assert 0.9 < time.monotonic() - start < 5 and rows >= 1
 
 
 def test_penalty_dump_and_greeting_are_bounded_by_the_deadline() -> None:
@@ -912,3 +919,113 @@ def test_kick_connection_checks_the_greeting_before_sending(tmp_path: Path) -> N
         with pytest.raises(AnvilProtocolError, match="Invalid VERSION line"):
             client.kick_many([KickRequest.user("a")])
     assert received[1] == []  # not even the handshake: the greeting was checked first
+
+
+# -- the generation of a socket, remembered: never a protocol 1 line to a 2.4 ----------------------------
+
+V1_LINE = b"VERSION\tanvil\t1\t0"
+
+
+def test_unknown_socket_gets_time_to_greet() -> None:
+    """A loaded 2.4 that greets 0.3 s late, met for the first time: no protocol 1 line reaches it."""
+    with (
+        AnvilSimulator(2, sessions=v2_sessions(), greeting_delay=0.3) as sim,
+        AnvilClient(sim.path) as client,
+    ):
+        assert len(list(client.connect_dump())) == len(v2_sessions())
+    assert V1_LINE not in sim.requests and sim.errors == []
+
+
+def test_known_24_socket_is_waited_for_beyond_the_grace(tmp_path: Path) -> None:
+    cache = Generations(str(tmp_path / "generations"))
+    with AnvilSimulator(2, sessions=v2_sessions(), greeting_delay=0.4) as sim:
+        with AnvilClient(sim.path, generations=cache) as client:  # first contact: learns 2
+            assert client.protocol == 2
+        assert cache.lookup(socket_identity(sim.path)) == 2
+        with AnvilClient(sim.path, greeting_grace=0.05, generations=Generations(cache.file)) as client:
+            assert len(list(client.connect_dump())) == len(v2_sessions())
+        assert V1_LINE not in sim.requests and sim.errors == []
+        # Without the memory, the same short grace speaks protocol 1 to it (which 2.4 logs).
+        with AnvilClient(sim.path, greeting_grace=0.05, generations=Generations(None)) as client:
+            assert len(list(client.connect_dump())) == len(v2_sessions())
+        assert V1_LINE in sim.requests and "not compatible" in sim.errors[0]
+
+
+def test_known_23_socket_is_spoken_to_at_once(tmp_path: Path) -> None:
+    cache_file = str(tmp_path / "generations")
+    with AnvilSimulator(1, sessions=V1_SESSIONS, remember=False) as sim:
+        start = time.monotonic()
+        with AnvilClient(sim.path, greeting_grace=0.5, generations=Generations(cache_file)) as client:
+            assert len(list(client.connect_dump())) == len(V1_SESSIONS)
+        assert time.monotonic() - start >= 0.5  # the first contact waits for a greeting
+        for _ in range(3):
+            start = time.monotonic()
+            with AnvilClient(sim.path, greeting_grace=0.5, generations=Generations(cache_file)) as client:
+                assert client.protocol == 1 and client.protocol_confirmed
+                assert len(list(client.connect_dump())) == len(V1_SESSIONS)
+            assert time.monotonic() - start < 0.4
+    assert sim.errors == []
+
+
+def test_recreated_socket_is_a_stranger(tmp_path: Path) -> None:
+    """Dovecot restarted as 2.4 at the same path: what the 2.3 socket was is not trusted."""
+    cache = str(tmp_path / "generations")
+    directory = str(tmp_path / "run")
+    os.mkdir(directory)
+    with AnvilSimulator(1, sessions=V1_SESSIONS, directory=directory, remember=False) as sim:
+        with AnvilClient(sim.path, generations=Generations(cache), greeting_grace=0.05) as client:
+            list(client.connect_dump())
+        assert Generations(cache).lookup(socket_identity(sim.path)) == 1
+    with AnvilSimulator(2, sessions=v2_sessions(), directory=directory, greeting_delay=0.3) as sim:
+        with AnvilClient(sim.path, generations=Generations(cache)) as client:
+            assert len(list(client.connect_dump())) == len(v2_sessions())
+        assert V1_LINE not in sim.requests and sim.errors == []
+        assert Generations(cache).lookup(socket_identity(sim.path)) == 2
+
+
+# -- resources: whatever the caller does with a reply, its socket is closed -------------------------------
+
+
+def unraisable_and_resource_warnings(action: Callable[[], None]) -> list[str]:
+    """What ``action`` leaves behind once collected: ResourceWarnings, and exceptions in ``__del__``."""
+    import gc
+    import sys
+    import warnings
+
+    seen: list[str] = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: seen.append(f"unraisable: {u.exc_value!r}")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            action()
+            gc.collect()
+        seen += [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    finally:
+        sys.unraisablehook = old_hook
+    return seen
+
+
+@pytest.mark.parametrize("protocol", [1, 2])
+@pytest.mark.parametrize("how", ["dump-dropped", "dump-half-read", "penalty-dropped", "penalty-half-read"])
+def test_dropped_replies_close_their_sockets(protocol: int, how: str) -> None:
+    penalties = [PenaltyRecord(f"10.0.0.{i}", 1, 1, 1) for i in range(3)]
+    sessions = V1_SESSIONS if protocol == 1 else v2_sessions()
+    with AnvilSimulator(protocol, sessions=sessions, penalties=penalties) as sim:
+
+        def action() -> None:
+            client = AnvilClient(sim.path)  # also dropped unclosed, with its idle connection
+            reply = client.connect_dump() if how.startswith("dump") else client.penalty_dump()
+            if how.endswith("half-read"):
+                next(iter(reply))
+
+        assert unraisable_and_resource_warnings(action) == []
+
+
+def test_penalty_dump_is_a_context_manager(sim2: AnvilSimulator) -> None:
+    sim2.penalties = [PenaltyRecord("10.0.0.1", 1, 1, 1)]
+    with AnvilClient(sim2.path) as client:
+        with client.penalty_dump() as records:
+            assert next(records).ident == "10.0.0.1"
+        with pytest.raises(StopIteration):
+            next(records)  # closed: no more records, no socket

@@ -462,19 +462,18 @@ def test_directory_and_cleanup(tmp_path: Path) -> None:
 def test_command_line_serves_until_signalled(tmp_path: Path, signum: int) -> None:
     path = str(tmp_path / "sock")
     args = ["--protocol", "1", "--sessions", "500", "--socket", path, "--kick-delay", "0.1"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "doveadm_py.anvil.simulator", *args], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == path + "\n"
-        with AnvilClient(path) as client:
-            assert client.protocol == 1
-            assert sum(1 for _ in client.connect_dump()) == 500
-        proc.send_signal(signum)
-        assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    command = [sys.executable, "-m", "doveadm_py.anvil.simulator", *args]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == path + "\n"
+            with AnvilClient(path) as client:
+                assert client.protocol == 1
+                assert sum(1 for _ in client.connect_dump()) == 500
+            proc.send_signal(signum)
+            assert proc.wait(10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert not os.path.exists(path)

@@ -35,6 +35,7 @@ DVADM_MODULES = frozenset(
         "doveadm_py.anvil.bulk",
         "doveadm_py.anvil.client",
         "doveadm_py.anvil.escape",
+        "doveadm_py.anvil.generations",
         "doveadm_py.anvil.records",
         "doveadm_py.app",
         "doveadm_py.command",

@@ -11,6 +11,7 @@ from doveadm_py.anvil.client import (
     ConnectDump,
     KickRequest,
     KickResult,
+    PenaltyDump,
     RequestTooLongError,
 )
 from doveadm_py.anvil.escape import split_tabescaped, tabescape, tabunescape
@@ -20,6 +21,7 @@ from doveadm_py.anvil.records import (
     PenaltyRecord,
     SessionV1,
     SessionV2,
+    excerpt,
     parse_penalty_line,
     parse_v1_line,
     parse_v2_line,
@@ -32,10 +34,12 @@ __all__ = [
     "ConnectDump",
     "KickRequest",
     "KickResult",
+    "PenaltyDump",
     "PenaltyRecord",
     "RequestTooLongError",
     "SessionV1",
     "SessionV2",
+    "excerpt",
     "parse_penalty_line",
     "parse_v1_line",
     "parse_v2_line",

@@ -3,10 +3,13 @@
 Dovecot 2.3 speaks anvil protocol 1 and never talks first; 2.4 speaks protocol 2
 and greets every connection with ``VERSION\\tanvil-server\\t2\\t<minor>``. Each
 server rejects (and logs) the other's VERSION line, so the client listens before
-it speaks: it waits at most ``greeting_grace`` for a greeting, and if none came it
-speaks protocol 1, switching to protocol 2 on a fresh connection if the first line
-back is a late 2.4 greeting. A 2.3 server therefore never sees a wrong VERSION
-line, and there is no fixed wait.
+it speaks, and remembers per socket what it found
+(:mod:`doveadm_py.anvil.generations`): a socket known as 2.3 is spoken to at once,
+one known as 2.4 may take the read timeout to greet, and an unknown one is given
+``greeting_grace`` (1 s) to greet before the client speaks protocol 1 (switching to
+protocol 2 on a fresh connection should the first line back still be a 2.4
+greeting). A 2.3 server never sees a wrong VERSION line, and only the first contact
+with a 2.3 socket waits.
 
 Connections: the connection opened for detection serves the first request; every
 later request opens its own connection (as doveadm does: dump on one connection,
@@ -28,10 +31,12 @@ from __future__ import annotations
 import selectors
 import socket
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 from doveadm_py.anvil.escape import join_tabescaped, split_tabescaped
+from doveadm_py.anvil.generations import Generations, Identity, socket_identity
 from doveadm_py.anvil.records import (
     ENCODING,
     ERRORS,
@@ -134,12 +139,17 @@ class _Conn:
     Two bounds apply to every read: ``timeout`` for each line (so a server dripping bytes
     fails), and the exchange's deadline (:meth:`begin`), so one dripping a byte per
     second fails too.
+
+    A connection dropped unclosed (a dump or client nobody closed) closes its socket as it
+    goes, even from a reference cycle, where the socket's own finalizer could run first.
     """
 
-    __slots__ = ("buf", "debug", "end", "greeted", "label", "sock", "span")
+    __slots__ = ("__weakref__", "_finalizer", "buf", "debug", "end", "greeted", "label", "sock", "span")
 
     def __init__(self, sock: socket.socket, label: str, debug: Callable[[str], None] | None) -> None:
         self.sock = sock
+        # weakref callbacks run before any finalizer of a garbage cycle, so before the socket's.
+        self._finalizer = weakref.finalize(self, sock.close)
         self.label = label
         self.debug = debug
         self.buf = b""
@@ -154,7 +164,7 @@ class _Conn:
             self.end = time.monotonic() + deadline
 
     def close(self) -> None:
-        self.sock.close()
+        self._finalizer()
 
     def send(self, data: bytes, timeout: float) -> None:
         if self.debug is not None:
@@ -200,6 +210,9 @@ class _Conn:
     def _late_error(self, line_end: float, timeout: float, what: str) -> AnvilError:
         if self.end <= line_end:
             return self.deadline_error(what)
+        return self.timeout_error(timeout, what)
+
+    def timeout_error(self, timeout: float, what: str) -> AnvilError:
         return AnvilError(f"read({self.label}) failed: timed out after {timeout:g} s waiting for {what}")
 
     def deadline_error(self, what: str) -> AnvilError:
@@ -349,6 +362,7 @@ class ConnectDump:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
     def iter_blocks(self) -> Iterator[list[bytes]]:
         """Raw session lines (no LF, terminator excluded) in lists of one socket read each."""
         if self._started:
@@ -420,6 +434,29 @@ class ConnectDump:
                 yield record
 
 
+class PenaltyDump(Iterator[PenaltyRecord]):
+    """The records of a PENALTY-DUMP reply (see :meth:`AnvilClient.penalty_dump`)."""
+
+    def __init__(self, conn: _Conn, records: Iterator[PenaltyRecord]) -> None:
+        self._conn: _Conn | None = conn
+        self._records = records
+
+    def __next__(self) -> PenaltyRecord:
+        return next(self._records)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> PenaltyDump:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+
 class AnvilClient:
     """Talks to one anvil socket (``path``: a UNIX socket path, or ``host:port`` for TCP when
     it has no '/'), detecting the protocol once on first use.
@@ -439,7 +476,8 @@ class AnvilClient:
         kick_timeout: float = 30.0,
         deadline: float = 60.0,
         debug: Callable[[str], None] | None = None,
-        greeting_grace: float = 0.002,
+        greeting_grace: float = 1.0,
+        generations: Generations | None = None,
     ) -> None:
         self.path = path
         self.timeout = timeout
@@ -447,10 +485,12 @@ class AnvilClient:
         self.kick_timeout = kick_timeout
         self.deadline = deadline
         self.greeting_grace = greeting_grace
+        self.generations = generations if generations is not None else Generations.default()
         self._debug = debug
         self._protocol: int | None = None
         self._server_version: tuple[int, int] = (0, 0)
         self._confirmed = False
+        self._identity: Identity | None = None  # the socket file's, while it can be trusted
         self._idle: _Conn | None = None  # the detection connection, until a request uses it
 
     # -- connection and protocol detection ---------------------------------------------------
@@ -466,14 +506,16 @@ class AnvilClient:
             self._idle.close()
             self._idle = None
 
+
     @property
     def protocol(self) -> int:
         """1 (Dovecot 2.3) or 2 (2.4); connects on first use.
 
-        2 is certain. 1 means no greeting within ``greeting_grace``: it is certain once
-        ``protocol_confirmed`` (after the first dump); a dump that meets a late 2.4
-        greeting switches to 2. So branch on ``ConnectDump.protocol`` when you dump
-        anyway, or call :meth:`confirm_protocol` before choosing a protocol-specific path.
+        2 is certain, and so is 1 for a socket remembered as 2.3. Otherwise 1 means no
+        greeting within ``greeting_grace``: it is certain once ``protocol_confirmed``
+        (after the first dump); a dump that meets a late 2.4 greeting switches to 2. So
+        branch on ``ConnectDump.protocol`` when you dump anyway, or call
+        :meth:`confirm_protocol` before choosing a protocol-specific path.
         """
         self.connect()
         assert self._protocol is not None
@@ -503,22 +545,46 @@ class AnvilClient:
         return self._server_version
 
     def connect(self) -> None:
-        """Connect and detect the protocol; idempotent, and called by every request."""
+        """Connect and detect the protocol; idempotent, and called by every request.
+
+        A socket remembered as 2.3 is spoken to at once; one remembered as 2.4 is given
+        the read timeout to greet; an unknown one ``greeting_grace`` (see
+        :mod:`doveadm_py.anvil.generations`).
+        """
         if self._protocol is not None:
             return
+        identity = socket_identity(self.path) if "/" in self.path else None
+        known = self.generations.lookup(identity)
         conn = self._open()
         try:
-            if conn.poll(self.greeting_grace):
-                self._read_greeting(conn)
+            if identity is not None and socket_identity(self.path) != identity:
+                identity = known = None  # replaced while connecting: neither trust it nor learn
+            self._identity = identity
+            if known == 1:
+                self._speak_v1(conn, "known to speak protocol 1 (Dovecot 2.3)")
+                self._confirmed = True
             else:
-                self._protocol = 1
-                self._server_version = (1, 0)
-                if self._debug is not None:
-                    self._debug(f"anvil: no greeting within {self.greeting_grace:g} s, trying protocol 1")
+                wait = self.timeout if known == 2 else min(self.greeting_grace, self.timeout)
+                if conn.poll(wait):
+                    self._read_greeting(conn)
+                elif known == 2:
+                    raise conn.timeout_error(wait, "anvil's VERSION line (known to speak protocol 2)")
+                else:
+                    self._speak_v1(conn, f"no greeting within {wait:g} s, trying protocol 1")
         except BaseException:
             conn.close()
             raise
         self._idle = conn
+
+    def _speak_v1(self, conn: _Conn, why: str) -> None:
+        self._protocol = 1
+        self._server_version = (1, 0)
+        if self._debug is not None:
+            self._debug(f"anvil: {why}")
+
+    def _learn(self, protocol: int) -> None:
+        """Remember the socket's generation once an exchange proved it."""
+        self.generations.remember(self._identity, protocol)
 
     def _open(self) -> _Conn:
         path = self.path
@@ -576,6 +642,7 @@ class AnvilClient:
         self._protocol = 2
         self._server_version = (2, int(fields[3]))
         self._confirmed = True
+        self._learn(2)
 
     def _take_conn(self) -> _Conn:
         conn, self._idle = self._idle, None
@@ -602,7 +669,9 @@ class AnvilClient:
                     self._debug("anvil: late protocol 2 greeting, reconnecting with protocol 2")
                 conn.close()
                 return self._request(payload, what)
-            self._confirmed = True
+            if line is not None:  # a reply, not a greeting: protocol 1 for certain
+                self._confirmed = True
+                self._learn(1)
             return conn
         except BaseException:
             conn.close()
@@ -616,14 +685,16 @@ class AnvilClient:
         assert self._protocol is not None
         return ConnectDump(conn, self._protocol, timeout=self.timeout, on_invalid=on_invalid)
 
-    def penalty_dump(self) -> Iterator[PenaltyRecord]:
+    def penalty_dump(self) -> PenaltyDump:
         """Send PENALTY-DUMP (both generations) and return an iterator over its records.
 
         A malformed line raises ``AnvilProtocolError`` ("Read invalid penalty line: …"),
         fatal as in doveadm. EOF before the terminator follows the CONNECT-DUMP rules.
+        The socket closes at the end, on ``close()`` (or leaving a ``with`` block), or
+        when the iterator is dropped.
         """
         conn = self._request(b"PENALTY-DUMP\n", "the PENALTY-DUMP reply")
-        return self._iter_penalties(conn, self._protocol == 2)
+        return PenaltyDump(conn, self._iter_penalties(conn, self._protocol == 2))
 
     def _iter_penalties(self, conn: _Conn, strict_eof: bool) -> Iterator[PenaltyRecord]:
         try:

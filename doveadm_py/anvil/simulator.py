@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from doveadm_py.anvil.escape import join_tabescaped, split_tabescaped, tabescape
+from doveadm_py.anvil.generations import Generations, socket_identity
 from doveadm_py.anvil.records import ENCODING, ERRORS, PenaltyRecord, excerpt
 
 FAULTS = ("hang", "drip", "drip-forever", "close-mid-dump", "garbage", "wrong-version")
@@ -298,6 +299,10 @@ class AnvilSimulator:
     ``kicks`` the KICK-* lines, ``raw_received`` the bytes of each connection in
     accept order, ``accept_times`` when each was accepted, ``errors`` what anvil would have
     logged. ``greeting_delay`` delays the 2.4 greeting (and the reading of requests, as a busy anvil would);
+    ``remember`` records the simulator's generation where dvadm remembers anvil sockets
+    (:mod:`doveadm_py.anvil.generations`), as if dvadm had met it before; by default for
+    protocol 1 only, so that tests do not pay the first contact's wait for a 2.3 greeting
+    that never comes (pass False to test a first contact).
     ``kick_delay`` delays each kick reply (kicks are handled concurrently, like
     anvil's 100 parallel kicks).
     """
@@ -316,6 +321,7 @@ class AnvilSimulator:
         drip_interval: float = 0.05,
         socket_name: str = "anvil",
         tcp: bool = False,
+        remember: bool | None = None,
     ) -> None:
         if protocol not in (1, 2):
             raise ValueError(f"protocol must be 1 or 2, not {protocol!r}")
@@ -323,6 +329,7 @@ class AnvilSimulator:
             raise ValueError(f"unknown fault {fault!r}; choose from {', '.join(FAULTS + KICK_FAULTS)}")
         self.protocol = protocol
         self.fault = fault
+        self.remember = protocol == 1 if remember is None else remember
         self.kick_delay = kick_delay
         self.greeting_delay = greeting_delay
         self.drip_interval = drip_interval
@@ -401,6 +408,8 @@ class AnvilSimulator:
             listener.listen(128)
         listener.setblocking(False)
         self._listener = listener
+        if self.remember and listener.family == socket.AF_UNIX:
+            Generations.default().remember(socket_identity(self.path), self.protocol)
         self._sel = selectors.DefaultSelector()
         self._sel.register(listener, selectors.EVENT_READ, "listen")
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
