@@ -362,7 +362,6 @@ class ConnectDump:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
     def iter_blocks(self) -> Iterator[list[bytes]]:
         """Raw session lines (no LF, terminator excluded) in lists of one socket read each."""
         if self._started:
@@ -456,7 +455,6 @@ class PenaltyDump(Iterator[PenaltyRecord]):
         self.close()
 
 
-
 class AnvilClient:
     """Talks to one anvil socket (``path``: a UNIX socket path, or ``host:port`` for TCP when
     it has no '/'), detecting the protocol once on first use.
@@ -505,7 +503,6 @@ class AnvilClient:
         if self._idle is not None:
             self._idle.close()
             self._idle = None
-
 
     @property
     def protocol(self) -> int:
@@ -791,12 +788,12 @@ class AnvilClient:
         if self._protocol == 2:
             return
         if not self._confirmed:
-            # No greeting in the grace period: give a busy 2.4 server up to a second to
-            # greet (so it never sees a protocol 1 VERSION line), then settle it with one
+            # No greeting in the grace period: give a busy 2.4 server up to a second in all
+            # to greet (so it never sees a protocol 1 VERSION line), then settle it with one
             # read-only PENALTY-DUMP rather than waiting out the whole read timeout.
             conn = self._take_conn()
             try:
-                if conn.poll(min(self.timeout, 1.0)):
+                if conn.poll(max(0.0, min(self.timeout, 1.0) - self.greeting_grace)):
                     self._read_greeting(conn)
                     self._idle = conn
                     return
