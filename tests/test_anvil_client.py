@@ -751,12 +751,10 @@ def test_dump_that_never_ends_fails_at_the_deadline(protocol: int) -> None:
         AnvilClient(sim.path, greeting_grace=1.0, timeout=10, deadline=1.0) as client,
     ):
         start = time.monotonic()
-        rows = 0
         with pytest.raises(AnvilError, match=r"CONNECT-DUMP reply did not end within the 1 s deadline"):
             for _ in client.connect_dump():
-                rows += 1
                 assert time.monotonic() - start < 8, "the deadline did not stop the dump"
-        assert 0.9 < time.monotonic() - start < 5 and rows >= 1
+        assert 0.9 < time.monotonic() - start < 5
 
 
 def test_penalty_dump_and_greeting_are_bounded_by_the_deadline() -> None:
