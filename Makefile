@@ -30,6 +30,8 @@ man: venv
 	$(BIN)/python -m doveadm_py.manual man
 	PYTHONPATH=plugins/dvadm-penalty $(BIN)/python -m doveadm_py.manual plugins/dvadm-penalty/man \
 		penalty=dvadm_penalty.command:Penalty
+	PYTHONPATH=plugins/dvadm-proxy $(BIN)/python -m doveadm_py.manual plugins/dvadm-proxy/man \
+		"proxy list=dvadm_proxy.command:ProxyList" "proxy kick=dvadm_proxy.command:ProxyKick"
 
 bench: venv
 	$(BIN)/python bench/run.py

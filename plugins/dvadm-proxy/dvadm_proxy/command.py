@@ -42,13 +42,20 @@ class ProxyCommand:
             return client
         return super().anvil(socket_path, **kwargs)  # type: ignore[misc,no-any-return]  # a mixin
 
-    def refuse_servers(self, parsed_args: argparse.Namespace) -> None:
-        """``-S`` (inherited from who/kick) asks remote doveadm servers for who/kick, which only
-        on 2.4 are what proxy list/kick are: refused rather than answered wrongly on 2.3."""
-        if getattr(parsed_args, "servers", None):
-            raise UsageError(
-                "-S is not supported by proxy list/kick: run them on each server (-a or base_dir)"
-            )
+    def add_common_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Their own ``-a`` (an ipc or an anvil socket) and no ``-S``: remote doveadm servers
+        answer who/kick, which only on 2.4 are what proxy list/kick are."""
+        parser.add_argument(
+            "-a",
+            "--socket-path",
+            metavar="socket_path",
+            help="2.3: the ipc socket (default <base_dir>/ipc); 2.4: the anvil socket "
+            "(default <base_dir>/anvil; host:port for TCP)",
+        )
+        parser.add_argument(
+            "-f", "--passdb-field", metavar="passdb_field", help="match the names against this alt username"
+        )
+        parser.set_defaults(servers=None)
 
     def ipc_settings(self) -> dict[str, float]:
         settings = self.settings  # type: ignore[attr-defined]
@@ -153,11 +160,49 @@ class ProxyList(ProxyCommand, Who):
     usage = (
         "[-a <ipc (2.3) or anvil (2.4) socket path>] [-1] [-f <passdb field>] [<user mask> ...] [<ip/bits>]"
     )
+    #: ``dvadm help proxy list`` and ``man dvadm-proxy-list`` (doveadm_py.manual markup).
+    manual_sections = (
+        (
+            "Description",
+            """\
+Lists the sessions of Dovecot's login proxies, as the server's own doveadm proxy list does.
+
+- Dovecot 2.3: asks every login process through <base_dir>/ipc (LIST-FULL) and prints
+  username, the alt username fields, proto, src ip, dest ip and port. As doveadm 2.3, the
+  first header line any process sends is the header and the other processes' header lines
+  are printed as rows. Only -a applies.
+- Dovecot 2.4: this is dvadm who (aggregated; -1, -f and masks as there).
+
+The generation is found before anything is sent: a 2.4 anvil greets, a 2.3 ipc socket never
+speaks first; without -a, <base_dir>/ipc exists only on 2.3.""",
+        ),
+        (
+            "Examples",
+            """\
+    dvadm proxy list                   the proxied sessions
+    dvadm -f json proxy list           as JSON
+    dvadm proxy list -1 'ja*'          2.4: one row per session, some users""",
+        ),
+        (
+            "Exit status",
+            """\
+0 success; 64 a bad command line (on 2.3: -1, -f or masks); 75 the socket is unreachable, a
+reply is an error, malformed, or late (-o dvadm_ipc_timeout=SECONDS per line, default 10;
+-o dvadm_ipc_deadline=SECONDS for the whole reply, default 120). doveadm 2.3 exits 0 there.""",
+        ),
+        ("See also", "dvadm(1), dvadm-proxy-kick(1), dvadm-who(1), doveadm-proxy(1)"),
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        self.add_common_arguments(parser)
+        parser.add_argument(
+            "-1", "--separate-connections", action="store_true", help="2.4: one row per session"
+        )
+        parser.add_argument("masks", nargs="*", metavar="mask", help="2.4: user mask (* and ?) or ip[/bits]")
 
     def take_action(self, parsed_args: argparse.Namespace) -> int:
         from .ipc import AnvilGreeting
 
-        self.refuse_servers(parsed_args)
         conn = self.open_ipc(parsed_args.socket_path, "LIST-FULL")
         if conn is None:
             return super().take_action(parsed_args)
@@ -181,12 +226,62 @@ class ProxyKick(ProxyCommand, Kick):
         "[-a <ipc (2.3) or anvil (2.4) socket path>] [-f <passdb field>] [-h <dest host>] "
         "[<user (mask)> ...] (2.3: -h <host> [<host> ...])"
     )
+    #: ``dvadm help proxy kick`` and ``man dvadm-proxy-kick`` (doveadm_py.manual markup).
+    manual_sections = (
+        (
+            "Description",
+            """\
+Disconnects proxied sessions, as the server's own doveadm proxy kick does.
+
+- Dovecot 2.3 (<base_dir>/ipc): user ... kicks those users' proxies (KICK: exact names, no
+  wildcards); with -f passdb_field the arguments are values of that alt username field
+  (KICK-ALT); -h host [host ...] kicks proxies to those passdb hosts (KICK-HOST; the
+  positionals are more hosts). Only proxies are kicked; the users' direct sessions stay. The
+  count printed is the last login process's, not a sum (as doveadm 2.3: 0 without proxies,
+  (null) when every proxying process is gone).
+- Dovecot 2.4: this is dvadm kick (masks, networks, -f, -h dest_host, --dry-run), which
+  reaches every session of a matching user, not only its proxies.""",
+        ),
+        (
+            "Examples",
+            """\
+    dvadm proxy kick jane bob          their proxied sessions
+    dvadm proxy kick -f user_alias a1  by an alternative username
+    dvadm proxy kick -h 10.0.0.5       every proxy to backend 10.0.0.5""",
+        ),
+        (
+            "Exit status",
+            """\
+0 success (also when nothing was kicked); 64 a bad command line (no user and no -h, -f without
+users, on 2.3 -f with -h, an empty user or host), nothing sent; 75 the socket is unreachable,
+the reply is an error, malformed or late.""",
+        ),
+        ("See also", "dvadm(1), dvadm-proxy-list(1), dvadm-kick(1), doveadm-proxy(1)"),
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        self.add_common_arguments(parser)
+        parser.add_argument(
+            "-h",
+            "--dest-host",
+            metavar="dest_host",
+            help="kick proxies to this host (2.3: and to the others given)",
+        )
+        parser.add_argument("--force", action="store_true", help=argparse.SUPPRESS)  # refused with a reason
+        parser.add_argument(
+            "--dry-run", action="store_true", help="2.4: show the sessions that would be kicked"
+        )
+        parser.add_argument(
+            "masks",
+            nargs="*",
+            metavar="user",
+            help="2.3: user (exact), alt value or host; 2.4: user mask or ip[/bits]",
+        )
 
     def take_action(self, parsed_args: argparse.Namespace) -> int:
         from .ipc import AnvilGreeting
         from .v23 import check_kick_v23, kick_v23
 
-        self.refuse_servers(parsed_args)
         if not parsed_args.masks and parsed_args.dest_host is None:
             if parsed_args.passdb_field is not None:
                 raise UsageError("Username must be given with passdb-field parameter")
