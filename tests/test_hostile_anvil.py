@@ -707,3 +707,12 @@ def test_24_kick_on_mutated_dumps_kicks_exactly_the_matching_sessions() -> None:
             assert result.stdout == b"%d connections kicked\n" % len(kicks), context
         codes.add(exit_code)
     assert codes == {0, 75}
+
+
+def test_extra_kick_replies_are_reported_not_counted() -> None:
+    """Three reply lines to one KICK-USER: the requested one counts, the rest is a protocol error."""
+    sessions = [SimSession(FAR_PID, "jane", ip="10.0.0.1")]
+    with AnvilSimulator(2, sessions=sessions, fault="kick-extra-lines") as sim:
+        result = run_dvadm("kick", "-a", sim.path, "jane", timeout=CLI_TIMEOUT + SLACK)
+    assert result.stdout == b"1 connections kicked\n"
+    assert result.stderr.startswith(b"Error: anvil sent more than the 1 reply line(s) requested (protocol")
