@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from doveadm_py.testing import DovecotInstance, anvil_exchange_v2
+from doveadm_py.testing import DovecotInstance, anvil_exchange_v2, servers
 from doveadm_py.testing.dovecot import child_processes, process_alive
 from doveadm_py.testing.fixtures import dovecot_servers
-from doveadm_py.testing.servers import CHROOTS_ENV, DovecotServer
+from doveadm_py.testing.servers import CHROOTS_ENV, SERVERS, DovecotServer
 
 pytestmark = pytest.mark.dovecot
 
@@ -103,3 +103,15 @@ def test_a_missing_chroot_skips_or_fails_on_request(
     result = pytester.runpytest_inprocess("-rsE")
     result.assert_outcomes(**outcome)
     result.stdout.fnmatch_lines(["*no Debian sid chroot at */no-chroots/dovecot-sid*build-dovecot-chroots*"])
+
+
+def test_a_chroot_server_without_unshare_is_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Named, not a crash at start-up: the chroot's master runs under unshare, its tools under chroot."""
+    (tmp_path / "dovecot-sid").mkdir()
+    monkeypatch.setenv(CHROOTS_ENV, str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(servers, "_SYSTEM_DIRS", ())
+    reason = SERVERS["2.4-sid"].unavailable_reason()
+    assert reason == "Dovecot 2.4-sid runs in a chroot, which needs unshare and mount and chroot (util-linux)"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,16 @@ CHROOTS_ENV = "DVADM_DOVECOT_CHROOTS"
 DEFAULT_CHROOTS = "/var/cache/dvadm"
 #: The test programs run inside a chroot's own /tmp (visible from the host under the chroot root).
 CHROOT_TMP = "/tmp"
+#: Where the chroot tools (util-linux ``unshare``, ``mount``, coreutils ``chroot``) are looked for after PATH.
+_SYSTEM_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
+CHROOT_TOOLS = ("unshare", "mount", "chroot")
+
+
+def system_tool(name: str) -> str | None:
+    """Path of a system program (PATH, then the usual system directories), or None."""
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), *_SYSTEM_DIRS]))
+
+
 #: ``dovecot --version`` of each chroot, asked once per process (a chroot does not change under us).
 _CHROOT_VERSIONS: dict[Path, str | None] = {}
 
@@ -96,7 +107,7 @@ class DovecotServer:
             return [self.binary() or "dovecot", *args]
         script = 'root=$1; shift; mount --bind /dev "$root/dev" && mount -t proc proc "$root/proc" && '
         script += 'exec chroot "$root" "$@"'
-        unshare = ["unshare", "--mount", "--propagation", "private", "--"]
+        unshare = [system_tool("unshare") or "unshare", "--mount", "--propagation", "private", "--"]
         return [*unshare, "sh", "-c", script, "sh", str(root), "/usr/sbin/dovecot", *args]
 
     def tool_command(self, name: str, args: list[str]) -> list[str]:
@@ -104,7 +115,7 @@ class DovecotServer:
         root = self.root
         if root is None:
             return [self.tool(name) or name, *args]
-        return ["chroot", str(root), f"/usr/bin/{name}", *args]
+        return [system_tool("chroot") or "chroot", str(root), f"/usr/bin/{name}", *args]
 
     # -- users -----------------------------------------------------------------------------------------------
 
@@ -132,7 +143,7 @@ class DovecotServer:
         if root not in _CHROOT_VERSIONS:
             try:
                 done = subprocess.run(
-                    ["chroot", str(root), "/usr/sbin/dovecot", "--version"],
+                    [system_tool("chroot") or "chroot", str(root), "/usr/sbin/dovecot", "--version"],
                     capture_output=True,
                     timeout=10,
                     check=False,
@@ -151,6 +162,12 @@ class DovecotServer:
                 f"no Debian {self.suite} chroot at {root} for Dovecot {self.name} "
                 "(build it with .ci/build-dovecot-chroots)"
             )
+        if root is not None:
+            missing = [tool for tool in CHROOT_TOOLS if not system_tool(tool)]
+            if missing:
+                return (
+                    f"Dovecot {self.name} runs in a chroot, which needs {' and '.join(missing)} (util-linux)"
+                )
         binary = self.binary()
         if not binary:
             return f"no dovecot binary found for Dovecot {self.name}"
