@@ -28,12 +28,16 @@ def test_sub_millisecond_kick_delay(delay: float) -> None:
         replies = sock.makefile("rb")
         sock.sendall(b"VERSION\tanvil-client\t2\t0\n\n")
         assert replies.readline().startswith(b"VERSION\t")
-        start = time.perf_counter()
+        trips = []
         for i in range(ROUND_TRIPS):  # users nobody is: nothing is kicked, each reply is "0"
+            start = time.perf_counter()
             sock.sendall(b"KICK-USER\tnobody-%d\n" % i)
             assert replies.readline() == b"0\n"
-        mean = (time.perf_counter() - start) / ROUND_TRIPS
+            trips.append(time.perf_counter() - start)
         replies.close()
-    assert delay <= mean < delay + 0.0006, (
-        f"mean round trip {mean * 1e6:.0f} us for a {delay * 1e6:.0f} us delay"
+    # Every trip honours the delay. The fastest one shows the rounding: epoll's whole milliseconds
+    # would make each trip last >= 1 ms, while a busy machine only ever slows some trips down.
+    assert min(trips) >= delay, f"a round trip of {min(trips) * 1e6:.0f} us for a {delay * 1e6:.0f} us delay"
+    assert min(trips) < delay + 0.0004, (
+        f"fastest round trip {min(trips) * 1e6:.0f} us for a {delay * 1e6:.0f} us delay"
     )
