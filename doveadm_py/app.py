@@ -52,6 +52,8 @@ class DvadmApp(App):
         self.command_manager.commands.pop("complete", None)
         help_ep = EntryPoint("help", "doveadm_py.helpcmd:HelpCommand", COMMAND_GROUP)
         self.command_manager.commands["help"] = help_ep
+        complete_ep = EntryPoint("complete", "doveadm_py.completion:Complete", COMMAND_GROUP)
+        self.command_manager.commands["complete"] = complete_ep
         self.options = GlobalOptions()
         self.settings = Settings(self.options)
         self.stdout: Output = Output(self.stdout)

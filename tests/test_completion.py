@@ -1,0 +1,101 @@
+"""``dvadm complete --shell bash|zsh``: the scripts complete in a real bash and parse in zsh."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from doveadm_py.testing import run
+from doveadm_py.testing.cli import dvadm_executable
+
+FLEET = """\
+[servers.mail1]
+url = "http://127.0.0.1:1"
+api_key_env = "NONE"
+groups = ["backends"]
+[servers.mail2]
+url = "http://127.0.0.1:2"
+api_key_env = "NONE"
+"""
+
+
+@pytest.fixture(scope="module")
+def bash_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    code, out, err = run(["complete", "--shell", "bash"])
+    assert (code, err) == (0, "")
+    path = tmp_path_factory.mktemp("completion") / "dvadm.bash"
+    path.write_text(out)
+    return path
+
+
+def complete_in_bash(script: Path, line: str, env: dict[str, str] | None = None) -> list[str]:
+    """What TAB offers at the end of ``line`` (a trailing space starts a new word), in a real bash."""
+    words = shlex.split(line) + ([""] if line.endswith(" ") else [])
+    driver = f"""
+source {shlex.quote(str(script))}
+spec=$(complete -p dvadm) || exit 3
+func=$(sed -n 's/.* -F \\([^ ]*\\) dvadm$/\\1/p' <<<"$spec")
+COMP_WORDS=({" ".join(shlex.quote(w) for w in words)})
+COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
+COMP_LINE={shlex.quote(line)}
+COMP_POINT=${{#COMP_LINE}}
+"$func" dvadm "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
+printf '%s\\n' "${{COMPREPLY[@]}}"
+"""
+    bin_dir = str(Path(dvadm_executable()).parent)
+    proc = subprocess.run(
+        ["bash", "--norc", "--noprofile", "-c", driver],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", **(env or {})},
+    )
+    assert proc.returncode == 0, proc.stderr
+    return sorted(filter(None, proc.stdout.split("\n")))
+
+
+def test_bash_completes_commands_formatters_and_options(bash_script: Path) -> None:
+    assert {"who", "kick", "help", "complete"} <= set(complete_in_bash(bash_script, "dvadm "))
+    assert complete_in_bash(bash_script, "dvadm ki") == ["kick"]
+    assert complete_in_bash(bash_script, "dvadm -f ") == [
+        "flow",
+        "formatted",
+        "json",
+        "pager",
+        "tab",
+        "table",
+    ]
+    assert complete_in_bash(bash_script, "dvadm -D -f j") == ["json"]
+    assert complete_in_bash(bash_script, "dvadm kick --d") == ["--dest-host", "--dry-run"]
+    assert "--separate-connections" in complete_in_bash(bash_script, "dvadm -f json who -")
+
+
+def test_bash_completes_fleet_servers_and_groups(bash_script: Path, tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(FLEET)
+    offered = complete_in_bash(bash_script, "dvadm who -S ", env={"DVADM_FLEET": str(fleet)})
+    assert offered == ["all", "backends", "mail1", "mail2"]
+    assert complete_in_bash(bash_script, "dvadm kick -S ma", env={"DVADM_FLEET": str(fleet)}) == [
+        "mail1",
+        "mail2",
+    ]
+
+
+def test_zsh_script_parses_and_names_everything(tmp_path: Path) -> None:
+    code, out, err = run(["complete", "--shell", "zsh"])
+    assert (code, err) == (0, "")
+    assert out.startswith("#compdef dvadm")
+    for word in ("who", "kick", "--dry-run", "json", "formatted", "dvadm complete --servers"):
+        assert word in out
+    script = tmp_path / "_dvadm"
+    script.write_text(out)
+    check = subprocess.run(["zsh", "-n", str(script)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+
+
+def test_unknown_shell_is_a_usage_error() -> None:
+    code, out, err = run(["complete", "--shell", "fish"])
+    assert (code, out) == (64, "") and "invalid choice" in err
