@@ -111,3 +111,13 @@ def test_default_file_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     monkeypatch.setenv("XDG_CACHE_HOME", "relative")  # ignored, as the XDG spec says
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_file() == str(tmp_path / "home" / ".cache" / "dvadm" / "anvil-generations")
+
+
+def test_nothing_is_created_in_someone_elses_directory(tmp_path: Path, sock: str) -> None:
+    """Root under sudo with a user's HOME must not leave root-owned directories in that home."""
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chown(home, NOBODY, NOBODY)
+    cache = Generations(str(home / ".cache" / "dvadm" / "anvil-generations"))
+    cache.remember(socket_identity(sock), 1)
+    assert list(home.iterdir()) == []

@@ -13,7 +13,8 @@ unknown socket: an entry never outlives the socket it describes.
 The entries live in one small file, ``$XDG_CACHE_HOME/dvadm/anvil-generations`` (default
 ``~/.cache/dvadm/...``). It is used only if it is a regular file (no symlink) owned by the
 effective user, not writable by group or others, and small; every line that does not parse is
-ignored. So a missing, corrupt or foreign file costs at most the first-contact wait, and every
+ignored. Nothing is created in a directory another user owns (root under sudo keeping a user's
+HOME). So a missing, corrupt or foreign file costs at most the first-contact wait, and every
 failure to read or write it is silent.
 """
 
@@ -118,6 +119,8 @@ class Generations:
     def _write(self, entries: dict[Identity, int]) -> None:
         assert self.file is not None
         directory = os.path.dirname(self.file)
+        if not _ours(directory):  # e.g. root under sudo with a user's HOME: leave that home alone
+            return
         os.makedirs(directory, mode=0o700, exist_ok=True)
         if not _trusted_dir(directory):
             return
@@ -136,6 +139,17 @@ class Generations:
 
 def _trusted(st: os.stat_result) -> bool:
     return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _ours(directory: str) -> bool:
+    """Whether the nearest existing ancestor of ``directory`` (or itself) is owned by us."""
+    path = os.path.abspath(directory)
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+    return os.lstat(path).st_uid == os.geteuid()
 
 
 def _trusted_dir(directory: str) -> bool:
