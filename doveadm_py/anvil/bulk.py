@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import compress, repeat
+from itertools import repeat
 from operator import sub
 from socket import AF_INET, AF_INET6, inet_pton
 
@@ -91,14 +91,12 @@ Piece = V1Columns | V2Columns | list[SessionV1] | list[SessionV2]
 _V1_DELETE = bytes(sorted(set(range(256)) - set(b"\t\n/")))
 _V1_PLAIN = b"\n//\t\t"  # prefixed with the LF that ends the line before (one is added before the first)
 _V1_NO_IP = b"\n/\t\t"
-_SLASHES = (b"", b"//", b"/")
-_TO_TABS = bytes.maketrans(
-    b"\n/", b"\t\t"
-)  # a block's lines and idents, split at once  # by a line's number of '/': what its first '/' becomes
+_SLASHES = (b"", b"//", b"/")  # by a line's number of '/': what its first '/' becomes
 # Canonical pids only, so that the text is str(int(text)); 9 digits stay below PID_MAX (2^31 - 1).
 _PIDS = re.compile(r"[1-9][0-9]{0,8}(?:\t[1-9][0-9]{0,8})*")
 # Up to REFCOUNT_MAX (all nines: its number of digits), as parse_v1_line.
-_REFCOUNTS = re.compile(f"[0-9]{{1,{len(str(REFCOUNT_MAX))}}}(?:\t[0-9]{{1,{len(str(REFCOUNT_MAX))}}})*")
+_REFCOUNT = re.compile(f"[0-9]{{1,{len(str(REFCOUNT_MAX))}}}")
+_NOT_ONE = re.compile(r"[^1]")
 _GUID_LENGTH = 32
 SMALL = 32
 """A part of a block this short that fails the bulk checks is parsed line by line."""
@@ -252,11 +250,15 @@ def _odd_refcounts(refcounts: list[str]) -> list[tuple[int, int]] | None:
     """(row, refcount) for the refcounts other than "1"; None if one is not a number below 10^6."""
     if refcounts.count("1") == len(refcounts):
         return []
-    rows = list(compress(range(len(refcounts)), map("1".__ne__, refcounts)))
-    odd = list(map(refcounts.__getitem__, rows))
-    if not _REFCOUNTS.fullmatch("\t".join(odd)):
+    joined = "".join(refcounts)
+    if len(joined) == len(refcounts) and all(refcounts):  # one character each: a row is its offset
+        rows: Iterable[int] = (match.start() for match in _NOT_ONE.finditer(joined))
+    else:
+        rows = (row for row, refcount in enumerate(refcounts) if refcount != "1")
+    odd = [(row, refcounts[row]) for row in rows]
+    if not all(_REFCOUNT.fullmatch(refcount) for _, refcount in odd):
         return None
-    return list(zip(rows, map(int, odd), strict=True))
+    return [(row, int(refcount)) for row, refcount in odd]
 
 
 def _all_guids(column: Sequence[str]) -> bool:
