@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import repeat
-from operator import sub
+from itertools import accumulate, count, repeat
+from operator import add, sub
 from socket import AF_INET, AF_INET6, inet_pton
 
 from doveadm_py.anvil.records import (
@@ -176,7 +176,7 @@ class BulkParser:
         if len(separators) == len(_V1_NO_IP) * len(lines):  # no line has an IP (lmtp)
             data = data.replace(b"/", b"//")
         elif len(separators) != len(_V1_PLAIN) * len(lines):
-            data = b"\n".join(_with_empty_ips(lines))
+            data = b"\n".join(_with_empty_ips(lines, separators))
         text = data.decode(ENCODING, ERRORS)
         fields = text.replace("\n", "\t").replace("/", "\t").split("\t")
         services, ips, users, pids, refcounts = (fields[i::5] for i in range(5))
@@ -237,13 +237,17 @@ class BulkParser:
             yield records
 
 
-def _with_empty_ips(lines: list[bytes]) -> list[bytes]:
+def _with_empty_ips(lines: list[bytes], separators: bytes) -> list[bytes]:
     """``lines`` with every "service/user" ident written "service//user" (the same session, no IP).
 
-    Each line has the separators of one of the two layouts: one '/' without an IP, two with one.
+    ``separators`` holds each line's separators after a LF; splitting it at the no-IP layout leaves
+    between two such lines a piece with one LF per line in between, which locates them in C.
     """
-    doubled = map(_SLASHES.__getitem__, map(bytes.count, lines, repeat(b"/")))
-    return list(map(bytes.replace, lines, repeat(b"/"), doubled, repeat(1)))
+    lines = list(lines)
+    between = map(bytes.count, separators.split(_V1_NO_IP)[:-1], repeat(b"\n"))
+    for row in map(add, accumulate(between), count()):
+        lines[row] = lines[row].replace(b"/", b"//", 1)
+    return lines
 
 
 def _odd_refcounts(refcounts: list[str]) -> list[tuple[int, int]] | None:
