@@ -91,7 +91,6 @@ Piece = V1Columns | V2Columns | list[SessionV1] | list[SessionV2]
 _V1_DELETE = bytes(sorted(set(range(256)) - set(b"\t\n/")))
 _V1_PLAIN = b"\n//\t\t"  # prefixed with the LF that ends the line before (one is added before the first)
 _V1_NO_IP = b"\n/\t\t"
-_SLASHES = (b"", b"//", b"/")  # by a line's number of '/': what its first '/' becomes
 # Canonical pids only, so that the text is str(int(text)); 9 digits stay below PID_MAX (2^31 - 1).
 _PIDS = re.compile(r"[1-9][0-9]{0,8}(?:\t[1-9][0-9]{0,8})*")
 # Up to REFCOUNT_MAX (all nines: its number of digits), as parse_v1_line.
