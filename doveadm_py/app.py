@@ -161,6 +161,8 @@ class DvadmApp(App):
             traceback.print_exception(err, file=self.stderr)
         prefix = "Fatal" if err.exit_code == EX_TEMPFAIL else "Error"
         self.stderr.write(f"{prefix}: {err.message}\n")
+        if err.hint:
+            self.stderr.write(f"Hint: {err.hint}\n")
         self.stderr.flush()
         return err.exit_code
 

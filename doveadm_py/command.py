@@ -10,6 +10,7 @@ formatter chosen by the global ``-f`` or the command's default.
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TextIO, cast
 
@@ -39,7 +40,9 @@ class CommandArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        # -h is dest-host (kick) or nothing (who), never help, as in doveadm: say where help is.
+        hint = "help is --help (-h is not help here)" if re.search(r"(^|[ /])-h\b", message) else None
+        raise UsageError(f"{self.prog}: {message}", hint=hint)
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
@@ -173,6 +176,20 @@ class DvadmCommand(Command):
         return super().run(parsed_args)
 
     # -- shared services -------------------------------------------------------------
+
+    def hint_formatter_as_field(self, field: str | None, alt_fields: Sequence[str]) -> None:
+        """``who -f json``: after the command word -f is the passdb field (as in doveadm). When it
+        is no alt-username field of the server but a formatter's name, say where -f FORMATTER goes
+        (one stderr line; output and exit code stay doveadm's)."""
+        if field is None or field in alt_fields:
+            return
+        from .loader import list_entry_points
+
+        if field in {ep.name for ep in list_entry_points("dvadm.formatters")}:
+            self.app.stderr.write(
+                f"Hint: -f {field} after '{self.cmd_name}' names a passdb field, which this server does not "
+                f"have; for {field} output put it before the command: dvadm -f {field} {self.cmd_name} ...\n"
+            )
 
     @property
     def options(self) -> GlobalOptions:

@@ -20,11 +20,15 @@ class DoveadmError(Exception):
     """A failure the user should see as one line, with doveadm's exit code."""
 
     exit_code: int = EX_TEMPFAIL
+    #: A pointer to the fix, printed as a second stderr line (``Hint: ...``) after the message.
+    hint: str | None = None
 
-    def __init__(self, message: str, exit_code: int | None = None) -> None:
+    def __init__(self, message: str, exit_code: int | None = None, hint: str | None = None) -> None:
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = exit_code
+        if hint is not None:
+            self.hint = hint
 
     @property
     def message(self) -> str:

@@ -212,7 +212,9 @@ class Runs:
     def ours_stderr(self, s: Scenario) -> bytes:
         """dvadm's stderr with host paths into the chroot written as the chroot sees them (doveadm's view)."""
         root = self.server.server.root
-        stderr = self.dvadm[s.id].stderr
+        # dvadm's own "Hint: ..." lines (pointers to the fix after doveadm's message) are not doveadm's
+        lines = self.dvadm[s.id].stderr.splitlines(keepends=True)
+        stderr = b"".join(line for line in lines if not line.startswith(b"Hint: "))
         return stderr if root is None else stderr.replace(f"{root}/".encode(), b"/")
 
 

@@ -65,6 +65,10 @@ MAX_SHORT_LINE = 256  # a VERSION line or a kick reply (a number): a few bytes
 _UINT_MAX = 2**32 - 1
 
 
+#: After a missing or refused anvil socket (doveadm's own message comes first).
+NO_ANVIL_HINT = "is Dovecot running? For another instance or config use -i INSTANCE or -c FILE (or -a SOCKET)"
+
+
 class RequestTooLongError(AnvilError):
     """A request line would exceed anvil's 1024-byte limit; nothing was sent (bad input, exit 64)."""
 
@@ -614,6 +618,8 @@ class AnvilClient:
         message = f"{func}({self.path}) failed: {e.strerror or e}"
         if isinstance(e, PermissionError):
             message += " (the anvil socket is root-only in Dovecot 2.3, group dovecot in 2.4)"
+        if func == "net_connect_unix" and isinstance(e, (FileNotFoundError, ConnectionRefusedError)):
+            return AnvilError(message, hint=NO_ANVIL_HINT)
         return AnvilError(message)
 
     def _read_greeting(self, conn: _Conn) -> None:

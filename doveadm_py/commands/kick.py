@@ -68,7 +68,10 @@ class Kick(DvadmCommand):
             self.audit(parsed_args, None, err)
             raise
         self.audit(parsed_args, report, None)
-        return print_report(self, report)
+        code = print_report(self, report)
+        if report.generation == 2 and not (report.count or report.sessions):
+            self.hint_formatter_as_field(parsed_args.passdb_field, report.alt_fields)
+        return code
 
     def run_kick(self, parsed_args: argparse.Namespace) -> KickReport:
         """Check the command line, kick (or dry-run) and return what happened; prints nothing."""

@@ -77,6 +77,7 @@ class Who(DvadmCommand):
                 headers, rows, guard = aggregated(dump, filter_)
             self.emit(headers, rows, generation=dump.protocol)
         guard.raise_if_failed()
+        self.hint_formatter_as_field(parsed_args.passdb_field, dump.alt_fields)
         return 0
 
     def fleet_who(self, servers: list[Any], filter_: Filter, parsed_args: argparse.Namespace) -> int:

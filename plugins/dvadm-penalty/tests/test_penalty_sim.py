@@ -168,7 +168,9 @@ def test_unreachable_anvil_is_a_temporary_failure(tmp_path) -> None:
     path = str(tmp_path / "anvil")
     proc = run_dvadm("penalty", "-a", path)
     assert (proc.returncode, proc.stdout) == (75, b"")
-    assert proc.stderr == f"Fatal: net_connect_unix({path}) failed: No such file or directory\n".encode()
+    error, hint = proc.stderr.splitlines()  # doveadm's message, then dvadm's pointer to the fix
+    assert error == f"Fatal: net_connect_unix({path}) failed: No such file or directory".encode()
+    assert hint.startswith(b"Hint: is Dovecot running?")
 
 
 def test_times_are_local_time(sim: AnvilSimulator) -> None:
