@@ -233,14 +233,15 @@ def test_parse_penalty_line() -> None:
 
 
 def test_parse_speed_is_reasonable() -> None:
-    """A loose bound (a slow CI box does ~1 µs/line): parsing must stay linear and cheap."""
+    """A loose bound (a slow CI box does ~1 µs/line): parsing must stay linear and cheap. CPU time,
+    not wall time: on a shared, loaded machine the process may get a fraction of a core."""
     lines = [
         b"imap/10.%d.%d.%d/user%d@example.org\t%d\t1" % (i % 7, i % 200, i % 250, i, i)
         for i in range(100_000)
     ]
-    start = time.perf_counter()
+    start = time.process_time()
     records = [parse_v1_line(line) for line in lines]
-    assert time.perf_counter() - start < 1.5
+    assert time.process_time() - start < 1.5
     assert records[99_999].pid == 99_999
 
 
@@ -541,10 +542,10 @@ def test_big_generated_dump_streams(tmp_path: Path) -> None:
     with AnvilSimulator(1) as sim:
         sim.generate(200_000)
         with AnvilClient(sim.path) as client:
-            start = time.monotonic()
+            start = time.process_time()  # CPU of both ends (one process): load-proof, still linear
             dump = client.connect_dump()
             count = sum(1 for _ in dump)
-            assert time.monotonic() - start < 5
+            assert time.process_time() - start < 5
     assert count == 200_000 and dump.complete and dump.invalid_lines == 0
 
 
