@@ -42,6 +42,14 @@ class ProxyCommand:
             return client
         return super().anvil(socket_path, **kwargs)  # type: ignore[misc,no-any-return]  # a mixin
 
+    def run(self, parsed_args: argparse.Namespace) -> Any:
+        try:
+            return super().run(parsed_args)  # type: ignore[misc]
+        finally:  # a probe the 2.4 code did not take (refused command line) is closed, not leaked
+            if self._probed is not None:
+                self._probed.close()
+                self._probed = None
+
     def add_common_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Their own ``-a`` (an ipc or an anvil socket) and no ``-S``: remote doveadm servers
         answer who/kick, which only on 2.4 are what proxy list/kick are."""
