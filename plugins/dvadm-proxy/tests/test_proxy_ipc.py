@@ -11,7 +11,8 @@ import pytest
 from fake_ipc import FakeIpc
 
 RunDvadm = Callable[..., subprocess.CompletedProcess[bytes]]
-FAST = ("-o", "dvadm_ipc_timeout=0.5", "-o", "dvadm_ipc_deadline=2")
+# Short enough for the fault tests, long enough that a loaded machine still delivers real replies.
+FAST = ("-o", "dvadm_ipc_timeout=2", "-o", "dvadm_ipc_deadline=5")
 
 HEADER = b":username\tuser_alias\tservice\tsrc-ip\tdest-ip\tdest-port\n"
 LIST_REPLY = (
@@ -153,7 +154,7 @@ def test_kick_other_formatter(dvadm: RunDvadm) -> None:
         (b"+12x\n", b"Fatal: KICK failed: Invalid count in reply: 12x\n"),
         (b"*what\n", b"Fatal: KICK failed: Invalid input: *what\n"),
         (b"\n", b"Fatal: KICK failed: Invalid input: \n"),
-        (b":partial", b"Fatal: KICK failed: read(%s) timed out after 0.5 s\n"),
+        (b":partial", b"Fatal: KICK failed: read(%s) timed out after 2 s\n"),
         (b"+1\x1b[2J\n", b"Fatal: KICK failed: Invalid count in reply: 1\\x1b[2J\n"),
     ],
 )
@@ -166,14 +167,14 @@ def test_kick_bad_replies(dvadm: RunDvadm, reply: bytes, message: bytes) -> None
 @pytest.mark.parametrize(
     ("fault", "reply", "message"),
     [
-        ("hang", b"", b"Fatal: LIST-FULL failed: read(%s) timed out after 0.5 s\n"),
+        ("hang", b"", b"Fatal: LIST-FULL failed: read(%s) timed out after 2 s\n"),
         ("close", b"", b"Fatal: LIST-FULL failed: Disconnected\n"),
-        ("drip", HEADER + b"+\n", b"Fatal: LIST-FULL failed: read(%s) timed out after 0.5 s\n"),
-        ("flood", b"", b"Fatal: LIST-FULL failed: no complete reply from %s within 2 s\n"),
+        ("drip", HEADER + b"+\n", b"Fatal: LIST-FULL failed: read(%s) timed out after 2 s\n"),
+        ("flood", b"", b"Fatal: LIST-FULL failed: no complete reply from %s within 5 s\n"),
     ],
 )
 def test_list_faults_are_bounded(dvadm: RunDvadm, fault: str, reply: bytes, message: bytes) -> None:
-    with FakeIpc(reply, fault=fault, drip_interval=0.3) as ipc:
+    with FakeIpc(reply, fault=fault, drip_interval=0.5) as ipc:
         start = time.monotonic()
         proc = dvadm(*FAST, "-f", "tab", "proxy", "list", "-a", ipc.path)
         elapsed = time.monotonic() - start
