@@ -161,6 +161,14 @@ class ShapeRow:
         return statistics.median(ratios) if ratios else None
 
     @property
+    def cpu_ratio(self) -> float | None:
+        """dvadm's median CPU time (user + system) over doveadm's: steadier than wall on a busy machine."""
+        if self.doveadm is None or not (self.dvadm.ok and self.doveadm.ok):
+            return None
+        d, b = self.dvadm.median_cpu(), self.doveadm.median_cpu()
+        return d / b if d is not None and b else None
+
+    @property
     def rss_limit(self) -> float | None:
         if self.mode == "who1":
             return RSS_LIMIT_WHO1_MIB
@@ -206,6 +214,7 @@ class ShapeRow:
             "wall_limit_ratio": WALL_LIMIT,
             "wall_met": self.wall_met,
             "stretch_met": self.stretch_met,
+            "cpu_ratio": self.cpu_ratio,
             "dvadm_rss_mib": self.dvadm.median_rss_mib,
             "doveadm_rss_mib": self.doveadm.median_rss_mib if self.doveadm else None,
             "rss_limit_mib": self.rss_limit,
@@ -523,7 +532,7 @@ def render_shape(report: Report, shape: Shape) -> str:
     if not rows:
         return ""
     heads = ["mode", "proto", "dvadm", "doveadm", "ratio", "limit", "dvadm RSS", "doveadm RSS", "RSS limit"]
-    heads.append("met?")
+    heads += ["met?", "(cpu ratio)"]
     lines = []
     for r in rows:
         dove = r.doveadm
@@ -539,11 +548,12 @@ def render_shape(report: Report, shape: Shape) -> str:
                 fmt_value("rss", dove.median_rss_mib if dove else None),
                 f"<= {r.rss_limit:.1f} MiB" if r.rss_limit is not None else "-",
                 r.status() + (" (stretch met)" if r.stretch_met else ""),
+                f"{r.cpu_ratio:.2f}x" if r.cpu_ratio is not None else "-",
             ]
         )
     size = f"{report.settings['sessions']:,}"
     title = f"\nShape {shape.name}: {shape.description} ({size} sessions)\n"
-    return title + table(heads, lines, right=(2, 3, 4, 6, 7))
+    return title + table(heads, lines, right=(2, 3, 4, 6, 7, 10))
 
 
 def render_shapes(report: Report) -> str:
