@@ -298,7 +298,7 @@ class RemoteDump:
                 sessions.append(SessionV1(text[1], text[3], text[0], int(pid), 1))
         return cls(2 if v2 else 1, alt_fields, sessions)
 
-    def pieces(self, *, check_ips: bool = True) -> Iterator[list[Any]]:
+    def pieces(self) -> Iterator[list[Any]]:
         if self.sessions:
             yield self.sessions
 
