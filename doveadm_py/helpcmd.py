@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import inspect
 
-from .command import APP_DISTRIBUTION, DvadmCommand, add_epilog, provider_note
+from .command import APP_DISTRIBUTION, DvadmCommand, provider_note
 from .globalopts import USAGE
 from .loader import BrokenPluginError, UnknownCommandError, command_providers
 from .manual import as_text, global_options_help, sections_for
@@ -32,9 +32,10 @@ class HelpCommand(DvadmCommand):
                 raise UnknownCommandError(f"unknown command '{' '.join(parsed_args.command)}'")
             cmd = factory(self.app, self.app.options, cmd_name=name)
             parser = cmd.get_parser(f"dvadm {name}")
-            add_epilog(parser, provider_note(cmd))
             out.write(parser.format_help())
             out.write(as_text(sections_for(name, factory)))
+            note = provider_note(cmd)
+            out.write(f"\n{note}\n" if note else "")
             return 0
         providers = command_providers()
         out.write(f"{USAGE}\n\n{global_options_help()}\ncommands:\n")
