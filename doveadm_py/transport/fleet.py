@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -85,10 +86,10 @@ def load_fleet(path: str | None) -> Fleet:
     """Parse and check a fleet file; no path is an empty fleet (``-S URL`` still works)."""
     if path is None:
         return Fleet(None, {})
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    else:  # Python 3.10
+        import tomli as tomllib
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
