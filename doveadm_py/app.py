@@ -13,9 +13,10 @@ import gc
 import sys
 import traceback
 from importlib.metadata import EntryPoint
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from cliff.app import App
+from cliff.command import Command
 
 from . import __version__
 from .command import HelpRequested
@@ -31,6 +32,7 @@ DESCRIPTION = "dvadm: a doveadm-compatible Dovecot administration tool"
 class DvadmApp(App):
     NAME = "dvadm"
     options: GlobalOptions  # type: ignore[assignment]  # cliff's App has an argparse Namespace here
+    command_manager: LazyCommandManager
 
     def __init__(
         self,
@@ -56,8 +58,8 @@ class DvadmApp(App):
         self.command_manager.commands["complete"] = complete_ep
         self.options = GlobalOptions()
         self.settings = Settings(self.options)
-        self.stdout: Output = Output(self.stdout)
-        self.stderr: Diagnostics = Diagnostics(self.stderr)
+        self.stdout: Output = Output(stdout or sys.stdout)  # the streams cliff's App has just set
+        self.stderr: Diagnostics = Diagnostics(stderr or sys.stderr)
         self._acting: str | None = None  # a command that changes the server, once it has run
 
     def build_option_parser(
@@ -125,7 +127,7 @@ class DvadmApp(App):
             return err.exit_code
         except DoveadmError as err:
             return self.fail(err)
-        cmd = factory(self, self.options, cmd_name=name)
+        cmd = self.make_command(factory, name)
         if getattr(cmd, "changes_state", False):
             self.stdout.hold()  # its report is written once it has finished (see output_failed)
         try:
@@ -154,6 +156,14 @@ class DvadmApp(App):
             self.stderr.write(f"Fatal: internal error in '{name}': {type(err).__name__}: {err}\n")
             return EX_SOFTWARE
         return int(result or 0)
+
+    def make_command(self, factory: type[Command], name: str) -> Command:
+        """An instance of a command class, given dvadm's global options as cliff's ``app_args``.
+
+        cliff types ``app_args`` as the Namespace its own parser would give; dvadm's parsed global
+        options are a :class:`GlobalOptions`, read by attribute just the same.
+        """
+        return factory(self, cast("argparse.Namespace", self.options), cmd_name=name)
 
     def fail(self, err: DoveadmError) -> int:
         """Report a failure as doveadm does: one line on stderr, the traceback only with -D."""

@@ -9,9 +9,12 @@ groups, read when the user presses TAB). Only this command imports shtab; start-
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .command import DvadmCommand
+
+if TYPE_CHECKING:
+    from .app import DvadmApp
 
 
 class Complete(DvadmCommand):
@@ -53,7 +56,7 @@ def formatter_names() -> list[str]:
     return sorted({ep.name for ep in list_entry_points("dvadm.formatters")})
 
 
-def completion_parser(app: Any) -> argparse.ArgumentParser:
+def completion_parser(app: DvadmApp) -> argparse.ArgumentParser:
     """dvadm's whole command line as one argparse tree, for shtab."""
     import shtab
 
@@ -70,7 +73,9 @@ def completion_parser(app: Any) -> argparse.ArgumentParser:
             action.choices = formatter_names()
         elif flags == ("-c",):
             action.complete = shtab.FILE  # type: ignore[attr-defined]
-    groups: dict[tuple[str, ...], Any] = {(): root.add_subparsers(dest="command", metavar="command")}
+    groups: dict[tuple[str, ...], argparse._SubParsersAction[argparse.ArgumentParser]] = {
+        (): root.add_subparsers(dest="command", metavar="command")
+    }
     parsers: dict[tuple[str, ...], argparse.ArgumentParser] = {}
     manager = app.command_manager
     for name in manager.names():
@@ -86,7 +91,7 @@ def completion_parser(app: Any) -> argparse.ArgumentParser:
                 parsers[prefix] = parent
                 groups[prefix] = parent.add_subparsers(dest=f"command{depth}", metavar="command")
         summary = (factory.__doc__ or "").strip().split("\n", 1)[0]
-        command = factory(app, app.options, cmd_name=name)
+        command = app.make_command(factory, name)
         parser = groups[words[:-1]].add_parser(
             words[-1], parents=[command.get_parser(f"dvadm {name}")], add_help=False, help=summary
         )

@@ -30,7 +30,7 @@ class HelpCommand(DvadmCommand):
             factory, name, _rest = manager.find_command(parsed_args.command)
             if _rest:
                 raise UnknownCommandError(f"unknown command '{' '.join(parsed_args.command)}'")
-            cmd = factory(self.app, self.app.options, cmd_name=name)
+            cmd = self.app.make_command(factory, name)
             parser = cmd.get_parser(f"dvadm {name}")
             out.write(parser.format_help())
             out.write(as_text(sections_for(name, factory)))

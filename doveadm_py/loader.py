@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from importlib.metadata import EntryPoint
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cliff.commandmanager import CommandManager
+
+if TYPE_CHECKING:
+    from cliff.command import Command
 
 from .errors import EX_SOFTWARE, DoveadmError, UsageError
 
@@ -73,7 +76,7 @@ class LazyCommandManager(CommandManager):
                 continue
             self.commands[name] = ep
 
-    def find_command(self, argv: list[str]) -> tuple[Any, str, list[str]]:
+    def find_command(self, argv: list[str]) -> tuple[type[Command], str, list[str]]:
         """The longest exact command name at the start of argv, loaded; nothing else."""
         words = _leading_words(argv)
         for i in range(len(words), 0, -1):
@@ -85,7 +88,7 @@ class LazyCommandManager(CommandManager):
                 return self.load(name), " ".join(argv[:i]), argv[i:]
         raise UnknownCommandError(f"unknown command '{argv[0]}'" if argv else "no command given")
 
-    def load(self, name: str) -> Any:
+    def load(self, name: str) -> type[Command]:
         """Import one command; a failure names the distribution that shipped it."""
         from cliff.command import Command
 

@@ -17,7 +17,7 @@ is an error instead of matching only empty usernames.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from doveadm_py.errors import UsageError
 from doveadm_py.netmask import Network, parse_ip, parse_net_range
@@ -40,6 +40,8 @@ class Filter:
 
     user_masks: tuple[str, ...]
     network: Network | None
+    _user_match: Callable[[str], bool] | None
+    _readings: dict[int, Filter | UsageError] | None  # per generation, when 2.3 and 2.4 read the masks apart
 
     def __init__(self, user_masks: Iterable[str] = (), network: Network | None = None) -> None:
         masks = tuple(user_masks)

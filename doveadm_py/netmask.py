@@ -86,11 +86,11 @@ def _getaddrinfo(text: str) -> IPAddress | None:
         info = socket.getaddrinfo(text.encode("ascii"), None, flags=socket.AI_NUMERICHOST)
     except (OSError, UnicodeError, ValueError):
         return None
-    family, sockaddr = info[0][0], info[0][4]
-    if family == socket.AF_INET:
-        return 4, socket.inet_pton(socket.AF_INET, sockaddr[0]), 0
-    if family == socket.AF_INET6:
-        return 6, socket.inet_pton(socket.AF_INET6, sockaddr[0].partition("%")[0]), sockaddr[3]
+    entry = info[0]  # (family, type, proto, canonname, sockaddr): indexed so that the family narrows sockaddr
+    if entry[0] == socket.AF_INET:
+        return 4, socket.inet_pton(socket.AF_INET, entry[4][0]), 0
+    if entry[0] == socket.AF_INET6 and len(entry[4]) == 4:  # (host, port, flowinfo, scope_id)
+        return 6, socket.inet_pton(socket.AF_INET6, entry[4][0].partition("%")[0]), entry[4][3]
     return None
 
 
@@ -144,6 +144,9 @@ class Network:
     network: bytes
     bits: int
     scope: int  # IPv6 scope id (2.4 ``fe80::1%eth0``), 0 for none
+    _shift: int
+    _prefix: int
+    _cache: dict[str, bool]
 
     def __init__(self, family: int, network: bytes, bits: int, scope: int = 0) -> None:
         max_bits = _MAX_BITS.get(family)

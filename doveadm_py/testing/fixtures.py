@@ -26,7 +26,7 @@ When a test fails, the logs of the instances it used are added to the report.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -149,11 +149,13 @@ def imap_sessions(request: pytest.FixtureRequest) -> Iterator[Callable[..., Sess
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Attach the Dovecot logs of the instances a failed test used: the server's view is usually the clue."""
     report = yield
     if report.failed:
-        instances = list(item.stash.get(_INSTANCES, []))
+        instances: list[DovecotInstance] = [*item.stash.get(_INSTANCES, [])]
         funcargs = getattr(item, "funcargs", {})
         instances += [value for value in funcargs.values() if isinstance(value, DovecotInstance)]
         for instance in dict.fromkeys(instances):  # de-duplicated, in order
