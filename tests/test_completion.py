@@ -1,4 +1,4 @@
-"""``dvadm complete --shell bash|zsh``: the scripts complete in a real bash and parse in zsh."""
+"""``dvadm complete --shell bash|zsh``: the scripts complete in a real bash and a real interactive zsh."""
 
 from __future__ import annotations
 
@@ -82,6 +82,85 @@ def test_bash_completes_fleet_servers_and_groups(bash_script: Path, tmp_path: Pa
         "mail1",
         "mail2",
     ]
+
+
+#: Drives an interactive ``zsh -f`` through zsh's own pseudo-terminal module: compinit loads the
+#: script from fpath, each argument is typed as keys, then ^Xr appends the edit buffer to the report
+#: file and prints a numbered marker that the driver waits for (the test's timeout bounds each wait).
+#: ^Xa is zsh's documented all-matches widget: it inserts every match the last TAB offered.
+ZSH_DRIVER = r"""
+zmodload zsh/zpty || exit 3
+report_file=$1 fpath_dir=$2
+shift 2
+zpty dvz env TERM=xterm zsh -f -i
+zpty -w dvz "PS1='% '; fpath=(${(q)fpath_dir} \$fpath); autoload -Uz compinit; compinit -u -D"
+zpty -w dvz 'zle -C all-matches complete-word _generic; bindkey "^Xa" all-matches'
+zpty -w dvz 'zstyle ":completion:all-matches:*" old-matches only'
+zpty -w dvz 'zstyle ":completion:all-matches::::" completer _all_matches'
+zpty -w dvz "typeset -i reports; report() { print -r -- \$BUFFER >> ${(q)report_file}; BUFFER=; \
+    zle -I; print -r -- @@report-\$((++reports))@@ }; zle -N report; bindkey '^Xr' report"
+integer n=0
+for keys in "$@"; do
+    zpty -w -n dvz "$keys"$'\C-xr'
+    zpty -r dvz line "*@@report-$((++n))@@*" || exit 4
+done
+zpty -d dvz
+"""
+
+
+def complete_in_zsh(script: Path, *lines: str, env: dict[str, str] | None = None) -> list[str]:
+    """The command line after typing each of ``lines`` (TAB as \\t) in a real interactive zsh."""
+    fpath_dir = script.parent
+    report = fpath_dir / "report.txt"
+    report.unlink(missing_ok=True)
+    bin_dir = str(Path(dvadm_executable()).parent)
+    proc = subprocess.run(
+        ["zsh", "-f", "-c", ZSH_DRIVER, "zsh", str(report), str(fpath_dir), *lines],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(fpath_dir), **(env or {})},
+    )
+    assert proc.returncode == 0, proc.stderr
+    return report.read_text().splitlines()
+
+
+@pytest.fixture(scope="module")
+def zsh_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    code, out, err = run(["complete", "--shell", "zsh"])
+    assert (code, err) == (0, "")
+    path = tmp_path_factory.mktemp("zsh-fpath") / "_dvadm"  # the name compinit maps to the command
+    path.write_text(out)
+    return path
+
+
+def test_zsh_completes_commands_formatters_options_and_servers(zsh_script: Path, tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(FLEET)
+    every = "\t\x18a"  # TAB, then all-matches: the line shows every match TAB offered
+    lines = complete_in_zsh(
+        zsh_script,
+        "dvadm wh\t",
+        "dvadm ki\t",
+        "dvadm -D -f j\t",
+        "dvadm -f " + every,
+        "dvadm kick --d" + every,
+        "dvadm " + every,
+        "dvadm -f json who -" + every,
+        "dvadm who -S " + every,
+        "dvadm kick -S ma\t" + every,  # TAB inserts "il", the second lists
+        env={"DVADM_FLEET": str(fleet)},
+    )
+    assert lines[:5] == [
+        "dvadm who ",
+        "dvadm kick ",
+        "dvadm -D -f json ",
+        "dvadm -f flow formatted json pager tab table ",
+        "dvadm kick --dest-host --dry-run ",
+    ]
+    assert {"who", "kick", "help", "complete"} <= set(lines[5].split()[1:])
+    assert "--separate-connections" in lines[6].split()[4:]
+    assert lines[7:] == ["dvadm who -S all backends mail1 mail2 ", "dvadm kick -S mail1 mail2 "]
 
 
 def test_zsh_script_parses_and_names_everything(tmp_path: Path) -> None:
