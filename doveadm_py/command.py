@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TextIO, cast
 
 from cliff.command import Command
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from .globalopts import GlobalOptions
     from .output import Header
     from .settings import Settings
+    from .transport.fleet import Answer, ServerFailure
+    from .transport.http import HttpTransport
     from .transport.local import LocalTransport
 
 
@@ -231,7 +233,7 @@ class DvadmCommand(Command):
 
         return LocalTransport(self.anvil(socket_path))
 
-    def remote_servers(self, parsed_args: argparse.Namespace) -> list[Any] | None:
+    def remote_servers(self, parsed_args: argparse.Namespace) -> list[HttpTransport | ServerFailure] | None:
         """Transports for the ``-S`` targets (see :mod:`doveadm_py.transport.fleet`), or None for
         the local anvil. Each is an ``HttpTransport`` or a ``ServerFailure`` (e.g. its secret file
         is unsafe) to report with the other failures. ``-a`` with ``-S`` is a usage error."""
@@ -245,7 +247,9 @@ class DvadmCommand(Command):
         debug = self.app.debug_log if self.options.debug else None
         return connect(targets, self.options.overrides, self.settings.seconds, debug)
 
-    def ask_servers(self, targets: Sequence[Any], ask: Any) -> list[Any]:
+    def ask_servers(
+        self, targets: Sequence[HttpTransport | ServerFailure], ask: Callable[[HttpTransport], object]
+    ) -> list[Answer | ServerFailure]:
         """``ask(transport)`` on every server at once: ``Answer`` or ``ServerFailure`` each, in order."""
         from .transport.fleet import DEFAULT_PARALLEL, PARALLEL, ask_all
 
@@ -262,7 +266,7 @@ class DvadmCommand(Command):
             headers, rows, generation = merge(parts)
             self.emit(headers, rows, generation=generation)
 
-    def report_failures(self, answers: Sequence[Any]) -> int:
+    def report_failures(self, answers: Sequence[Answer | ServerFailure]) -> int:
         """One ``Error:`` line per failed server on stderr; 75 if any failed, else 0."""
         from .transport.fleet import ServerFailure
 
