@@ -28,7 +28,7 @@ from doveadm_py.anvil import (
     parse_v1_line,
     parse_v2_line,
 )
-from doveadm_py.anvil import client as anvil_client
+from doveadm_py.anvil import connection as anvil_connection
 from doveadm_py.anvil.generations import Generations, socket_identity
 from doveadm_py.anvil.simulator import FAULTS, AnvilSimulator, SimSession
 from doveadm_py.errors import EX_TEMPFAIL, EX_USAGE, TempFailError
@@ -513,7 +513,7 @@ def test_v2_eof_before_terminator_raises(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("first", [b"", b"imap/192.0.2.1/a\t1\t1\n"])
 def test_endless_line_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: bytes) -> None:
-    monkeypatch.setattr(anvil_client, "MAX_REPLY_LINE", 10_000)
+    monkeypatch.setattr(anvil_connection, "MAX_REPLY_LINE", 10_000)
 
     def script(conn: socket.socket) -> None:
         read_lines(conn, 2)

@@ -28,7 +28,8 @@ from doveadm_py.anvil import (
     parse_v2_line,
 )
 from doveadm_py.anvil.bulk import BulkParser
-from doveadm_py.anvil.client import ConnectDump, _Conn
+from doveadm_py.anvil.connection import Connection
+from doveadm_py.anvil.dump import ConnectDump
 from doveadm_py.anvil.escape import join_tabescaped, tabescape
 from doveadm_py.anvil.records import ENCODING, ERRORS, REFCOUNT_MAX, is_valid_ip
 from doveadm_py.errors import UsageError
@@ -223,7 +224,9 @@ def feed(data: bytes, protocol: int) -> tuple[list[object], list[bytes], Connect
     invalid: list[bytes] = []
     records: list[object] = []
     try:
-        dump = ConnectDump(_Conn(ours, "sockpair", None), protocol, timeout=2.0, on_invalid=invalid.append)
+        dump = ConnectDump(
+            Connection(ours, "sockpair", None), protocol, timeout=2.0, on_invalid=invalid.append
+        )
         records.extend(dump)
     finally:
         ours.close()

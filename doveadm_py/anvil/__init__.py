@@ -6,15 +6,11 @@ protocol 2); :mod:`doveadm_py.anvil.simulator` serves both protocols for tests.
 
 from __future__ import annotations
 
-from doveadm_py.anvil.client import (
-    AnvilClient,
-    ConnectDump,
-    KickRequest,
-    KickResult,
-    PenaltyDump,
-    RequestTooLongError,
-)
+from doveadm_py.anvil.client import AnvilClient
+from doveadm_py.anvil.dump import ConnectDump
 from doveadm_py.anvil.escape import split_tabescaped, tabescape, tabunescape
+from doveadm_py.anvil.kick import KickRequest, KickResult, RequestTooLongError
+from doveadm_py.anvil.penalty import PenaltyDump
 from doveadm_py.anvil.records import (
     AnvilError,
     AnvilProtocolError,
