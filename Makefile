@@ -15,7 +15,7 @@ $(VENV)/.installed: setup.cfg setup.py pyproject.toml constraints.txt
 	touch $@
 
 demo: venv
-	$(BIN)/python -m doveadm_py.demo
+	$(BIN)/python -m doveadm_py.testing.demo
 
 lint: venv
 	$(BIN)/ruff check doveadm_py plugins tests bench

@@ -220,7 +220,7 @@ def hyperfine(series: Sequence[Series], runs: int, *, warmup: int = 3) -> None:
 
 
 class SimulatorProcess:
-    """``python -m doveadm_py.anvil.simulator`` in its own process, like a real anvil.
+    """``python -m doveadm_py.testing.simulator`` in its own process, like a real anvil.
 
     Generation costs seconds per million sessions, so one is started per configuration and
     serves every run. It prints its socket path when ready; SIGTERM stops it.
@@ -238,7 +238,7 @@ class SimulatorProcess:
         shape: str | None = None,
     ) -> None:
         if shape is None:
-            self.argv = [python, "-m", "doveadm_py.anvil.simulator"]
+            self.argv = [python, "-m", "doveadm_py.testing.simulator"]
         else:  # the simulator serving one of shapes.py's dumps
             self.argv = [python, os.path.join(os.path.dirname(os.path.abspath(__file__)), "shape_server.py")]
             self.argv += ["--shape", shape]

@@ -401,7 +401,7 @@ class Bench:
     # -- 4. pipelined kick ---------------------------------------------------------------
 
     def kick(self) -> None:
-        from doveadm_py.anvil.simulator import AnvilSimulator
+        from doveadm_py.testing.simulator import AnvilSimulator
 
         k, runs = self.args.kick_sessions, self.args.runs
         sim = AnvilSimulator(2, directory=self.tmp, socket_name="kick-v2", kick_delay=KICK_DELAY)

@@ -1,7 +1,7 @@
 """Serve one benchmark shape (see shapes.py) on an anvil socket until SIGTERM or SIGINT.
 
 ``python bench/shape_server.py --shape distinct-ips --protocol 1 --sessions 1000000 --socket PATH``
-prints PATH when ready. It is the simulator (:class:`~doveadm_py.anvil.simulator.AnvilSimulator`)
+prints PATH when ready. It is the simulator (:class:`~doveadm_py.testing.simulator.AnvilSimulator`)
 with the shape's dump in place of its generated table: the dump is built once and sent as one
 buffer, so a client measures its own speed, not the server's.
 """
@@ -16,7 +16,7 @@ import threading
 
 from shapes import BY_NAME, dump_lines
 
-from doveadm_py.anvil.simulator import AnvilSimulator
+from doveadm_py.testing.simulator import AnvilSimulator
 
 
 class ShapeTable:

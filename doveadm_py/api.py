@@ -79,8 +79,8 @@ _WHERE = {
     "KickOutcome": "doveadm_py.transport.base",
     "Answer": "doveadm_py.transport.fleet",
     "ServerFailure": "doveadm_py.transport.fleet",
-    "AnvilSimulator": "doveadm_py.anvil.simulator",
-    "SimSession": "doveadm_py.anvil.simulator",
+    "AnvilSimulator": "doveadm_py.testing.simulator",
+    "SimSession": "doveadm_py.testing.simulator",
     "run_dvadm": "doveadm_py.testing.cli",
     "run": "doveadm_py.testing.cli",
     "RunResult": "doveadm_py.testing.cli",
@@ -113,12 +113,6 @@ if TYPE_CHECKING:  # what type checkers see (explicit re-exports); at run time, 
     )
     from doveadm_py.anvil.escape import (
         split_tabescaped as split_tabescaped,
-    )
-    from doveadm_py.anvil.simulator import (
-        AnvilSimulator as AnvilSimulator,
-    )
-    from doveadm_py.anvil.simulator import (
-        SimSession as SimSession,
     )
     from doveadm_py.command import (
         CommandArgumentParser as CommandArgumentParser,
@@ -227,6 +221,12 @@ if TYPE_CHECKING:  # what type checkers see (explicit re-exports); at run time, 
     )
     from doveadm_py.testing.cli import (
         run_dvadm as run_dvadm,
+    )
+    from doveadm_py.testing.simulator import (
+        AnvilSimulator as AnvilSimulator,
+    )
+    from doveadm_py.testing.simulator import (
+        SimSession as SimSession,
     )
     from doveadm_py.transport.base import (
         KickOutcome as KickOutcome,

@@ -30,8 +30,8 @@ from doveadm_py.anvil import (
 )
 from doveadm_py.anvil import connection as anvil_connection
 from doveadm_py.anvil.generations import Generations, socket_identity
-from doveadm_py.anvil.simulator import FAULTS, AnvilSimulator, SimSession
 from doveadm_py.errors import EX_TEMPFAIL, EX_USAGE, TempFailError
+from doveadm_py.testing.simulator import FAULTS, AnvilSimulator, SimSession
 
 # The 2.3.19.1 instance of reference section 10, in its hash order.
 V1_SESSIONS = [

@@ -17,10 +17,10 @@ import pytest
 from anvil_helpers import raw, stand_in
 
 from doveadm_py.anvil import AnvilClient, AnvilError
-from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
 from doveadm_py.testing.dovecot import DovecotInstance, process_cmdline
 from doveadm_py.testing.fixtures import require_dovecot
 from doveadm_py.testing.imap import open_sessions
+from doveadm_py.testing.simulator import AnvilSimulator, SimSession
 
 SPECS = [("jane", "127.0.0.1"), ("jano", "127.0.0.2"), ("foo", "127.0.0.5"), ("foo", "127.0.1.9")]
 V1 = b"VERSION\tanvil\t1\t0\n"

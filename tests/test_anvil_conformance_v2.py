@@ -19,7 +19,6 @@ import pytest
 from anvil_helpers import raw, stand_in
 
 from doveadm_py.anvil import AnvilClient
-from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
 from doveadm_py.testing import (
     DEFAULT_PASSWORD,
     DEFAULT_USER_FIELDS,
@@ -29,6 +28,7 @@ from doveadm_py.testing import (
 )
 from doveadm_py.testing.dovecot import process_cmdline
 from doveadm_py.testing.fixtures import require_dovecot
+from doveadm_py.testing.simulator import AnvilSimulator, SimSession
 
 DIRECT = [("jane", "127.0.0.1"), ("jano", "127.0.0.2"), ("foo", "127.0.0.5"), ("foo", "127.0.1.9")]
 PROXIED = ("james", "127.0.3.7")  # its alias, "something", is also bar@example.org's

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import doveadm_py.api as api
-from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
 from doveadm_py.testing import RunResult, run, run_dvadm
+from doveadm_py.testing.simulator import AnvilSimulator, SimSession
 
 API_SOURCE = Path(api.__file__).read_text(encoding="utf-8")
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
 from doveadm_py.app import DvadmApp
 from doveadm_py.errors import UsageError
 from doveadm_py.globalopts import parse_global_options
@@ -20,6 +19,7 @@ from doveadm_py.settings import Settings
 from doveadm_py.testing.cli import run_dvadm
 from doveadm_py.testing.dovecot import tool_binary
 from doveadm_py.testing.fixtures import require_dovecot
+from doveadm_py.testing.simulator import AnvilSimulator, SimSession
 
 
 @pytest.fixture

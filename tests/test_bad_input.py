@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import pytest
 
 from doveadm_py.anvil.escape import split_tabescaped
-from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
 from doveadm_py.testing.cli import run_dvadm
+from doveadm_py.testing.simulator import AnvilSimulator, SimSession
 
 SOCK = object()
 """Stands for the simulator's socket path in an argv template."""

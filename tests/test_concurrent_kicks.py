@@ -19,10 +19,10 @@ import pytest
 from reference_glob import reference_match
 
 from doveadm_py.anvil.escape import split_tabescaped
-from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
 from doveadm_py.testing.cli import dvadm_executable
 from doveadm_py.testing.dovecot import DEFAULT_PASSWORD, DovecotInstance
 from doveadm_py.testing.imap import SessionGroup
+from doveadm_py.testing.simulator import AnvilSimulator, SimSession
 
 FAR_PID = 2_000_000_000  # no such process: the simulator's pids are only labels
 

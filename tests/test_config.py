@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
 from doveadm_py.errors import TempFailError
 from doveadm_py.globalopts import parse_global_options
 from doveadm_py.settings import Settings
 from doveadm_py.testing.cli import run_dvadm
 from doveadm_py.testing.fixtures import require_dovecot
+from doveadm_py.testing.simulator import AnvilSimulator, SimSession
 
 CONFIG_24 = "dovecot_config_version = 2.4.1\ndovecot_storage_version = 2.4.1\nprotocols = imap\n"
 

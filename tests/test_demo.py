@@ -13,7 +13,7 @@ from doveadm_py.testing.fixtures import require_dovecot
 
 def run_demo(**env: str) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", "doveadm_py.demo"],
+        [sys.executable, "-m", "doveadm_py.testing.demo"],
         capture_output=True,
         text=True,
         timeout=120,

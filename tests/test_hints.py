@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
 from doveadm_py.testing import run
+from doveadm_py.testing.simulator import AnvilSimulator, SimSession
 
 SESSIONS = [
     SimSession(11, "user4a", ip="192.0.2.1", alt={"user_alias": "a4"}),

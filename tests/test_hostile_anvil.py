@@ -34,8 +34,8 @@ from kick_helpers import real_imap
 
 from doveadm_py.anvil import AnvilClient, AnvilProtocolError, parse_v1_line, parse_v2_line
 from doveadm_py.anvil.escape import join_tabescaped, split_tabescaped, tabescape
-from doveadm_py.anvil.simulator import FAULTS, AnvilSimulator, SimSession
 from doveadm_py.testing.cli import run_dvadm
+from doveadm_py.testing.simulator import FAULTS, AnvilSimulator, SimSession
 
 CLI_TIMEOUT = float(inspect.signature(AnvilClient.__init__).parameters["timeout"].default)
 SLACK = 12.0  # interpreter start-up and a loaded machine

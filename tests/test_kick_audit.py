@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from kick_helpers import nonexistent_pid
 
-from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
 from doveadm_py.audit import SOCKET_ENV
 from doveadm_py.testing.cli import run_dvadm
+from doveadm_py.testing.simulator import AnvilSimulator, SimSession
 
 G1 = "1" * 32
 NO_MASKS = "user and/or ip[/bits] must be specified."

@@ -36,11 +36,11 @@ from kick_helpers import (
 )
 
 from doveadm_py.anvil import AnvilProtocolError, parse_v1_line
-from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
 from doveadm_py.procsafety import Outcome, libexec_dirs, refusal_reason, terminate
 from doveadm_py.testing import open_sessions
 from doveadm_py.testing.cli import dvadm_executable
 from doveadm_py.testing.dovecot import child_processes, process_alive
+from doveadm_py.testing.simulator import AnvilSimulator, SimSession
 
 # bash: wait for one line on stdin (so the test can put our pid into anvil first), then become "$@"
 # with argv[0] = $0. exec keeps the pid, so the pid the test knows is the pid of the final program.

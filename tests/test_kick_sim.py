@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from kick_helpers import ended, nonexistent_pid, real_imap, still_running
 
-from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
 from doveadm_py.testing.cli import run_dvadm
+from doveadm_py.testing.simulator import AnvilSimulator, SimSession
 
 V2 = b"VERSION\tanvil-client\t2\t0\n\n"
 G1, G2, G3, G4 = (c * 32 for c in "1234")

@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 from reference_glob import as_bytes, reference_match
 
 from doveadm_py import wildcard
-from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
 from doveadm_py.errors import EX_USAGE, UsageError
 from doveadm_py.masks import Filter, Network, compile_user_masks, parse_masks, wildcard_match_icase
 from doveadm_py.netmask import canonical_ip, parse_client_ip, parse_ip, parse_net_range, parse_netmask
 from doveadm_py.testing.cli import run_dvadm
 from doveadm_py.testing.dovecot import tool_binary
 from doveadm_py.testing.fixtures import require_dovecot
+from doveadm_py.testing.simulator import AnvilSimulator, SimSession
 
 PROPERTY = settings(max_examples=300, deadline=None)
 

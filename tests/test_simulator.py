@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from doveadm_py.anvil import AnvilClient, PenaltyRecord, parse_v1_line, parse_v2_line
-from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
+from doveadm_py.testing.simulator import AnvilSimulator, SimSession
 
 V2_GREETING = b"VERSION\tanvil-server\t2\t0\n"
 V2_HELLO = b"VERSION\tanvil-client\t2\t0\n\n"
@@ -462,7 +462,7 @@ def test_directory_and_cleanup(tmp_path: Path) -> None:
 def test_command_line_serves_until_signalled(tmp_path: Path, signum: int) -> None:
     path = str(tmp_path / "sock")
     args = ["--protocol", "1", "--sessions", "500", "--socket", path, "--kick-delay", "0.1"]
-    command = [sys.executable, "-m", "doveadm_py.anvil.simulator", *args]
+    command = [sys.executable, "-m", "doveadm_py.testing.simulator", *args]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
         try:
             assert proc.stdout is not None

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
+from doveadm_py.testing.simulator import AnvilSimulator, SimSession
 
 ROUND_TRIPS = 100
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from doveadm_py.anvil.simulator import AnvilSimulator
+from doveadm_py.testing.simulator import AnvilSimulator
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -76,9 +76,7 @@ FORBIDDEN = (
     "doveadm_py.procsafety",
     "doveadm_py.kick_report",
     "doveadm_py.audit",
-    "doveadm_py.anvil.simulator",
     "doveadm_py.testing",
-    "doveadm_py.demo",
     "doveadm_py.output.json",
     "doveadm_py.output.tab",
     "doveadm_py.output.flow",

@@ -12,9 +12,9 @@ import subprocess
 
 import pytest
 
-from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
 from doveadm_py.output.json import ascii_json
 from doveadm_py.testing.cli import dvadm_executable
+from doveadm_py.testing.simulator import AnvilSimulator, SimSession
 
 EX_IOERR = 74
 

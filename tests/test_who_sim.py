@@ -22,11 +22,11 @@ from typing import NamedTuple
 
 import pytest
 
-from doveadm_py.anvil.simulator import AnvilSimulator, SimSession
 from doveadm_py.app import DvadmApp
 from doveadm_py.output.table import TableFormatter
 from doveadm_py.sessionview import AGGREGATED_V1, AGGREGATED_V2
 from doveadm_py.testing.cli import dvadm_executable, run_dvadm
+from doveadm_py.testing.simulator import AnvilSimulator, SimSession
 
 
 class Result(NamedTuple):

@@ -1,7 +1,7 @@
 """Dovecot's anvil: the connection tracker that ``who``, ``kick`` and ``penalty`` query.
 
 :class:`AnvilClient` speaks to a real anvil (Dovecot 2.3 protocol 1 or 2.4
-protocol 2); :mod:`doveadm_py.anvil.simulator` serves both protocols for tests.
+protocol 2); :mod:`doveadm_py.testing.simulator` serves both protocols for tests.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@
 - :mod:`doveadm_py.testing.cli`: :func:`run` (dvadm in this process) and :func:`run_dvadm` (the
   installed console script).
 - :mod:`doveadm_py.testing.fixtures`: the pytest plugin (the only module that imports pytest).
+- :mod:`doveadm_py.testing.simulator`: :class:`AnvilSimulator`, an anvil of either protocol for what
+  a real server cannot do (faults, hostile replies, a million sessions).
+- :mod:`doveadm_py.testing.demo`: ``make demo``.
 
 Nothing here is imported by the dvadm CLI itself.
 """

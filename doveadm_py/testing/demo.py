@@ -11,7 +11,7 @@ import os
 import shlex
 import sys
 
-from .testing.cli import run_dvadm
+from .cli import run_dvadm
 
 STEPS = (("who",), ("who", "-1", "ja*"), ("kick", "jan?"), ("kick", "foo", "127.0.0.0/24"), ("who",))
 
@@ -25,8 +25,8 @@ def show(global_args: tuple[str, ...], args: tuple[str, ...]) -> None:
 
 
 def demo_real_dovecot() -> None:
-    from .testing.dovecot import REFERENCE_SESSIONS, DovecotInstance
-    from .testing.imap import open_sessions
+    from .dovecot import REFERENCE_SESSIONS, DovecotInstance
+    from .imap import open_sessions
 
     with DovecotInstance() as dovecot:
         where = f"master pid {dovecot.master_pid}, IMAP on 127.0.0.1:{dovecot.imap_port}"
@@ -41,8 +41,8 @@ def demo_real_dovecot() -> None:
 
 
 def demo_simulator() -> None:
-    from .anvil.simulator import AnvilSimulator, SimSession
-    from .testing.dovecot import REFERENCE_SESSIONS
+    from .dovecot import REFERENCE_SESSIONS
+    from .simulator import AnvilSimulator, SimSession
 
     sessions = [
         SimSession(pid=7000 + i, username=user, ip=ip, alt={"user_alias": f"{user.split('@')[0]}-alias"})
@@ -56,7 +56,7 @@ def demo_simulator() -> None:
 
 
 def main() -> int:
-    from .testing.dovecot import dovecot_binary
+    from .dovecot import dovecot_binary
 
     if dovecot_binary() and os.geteuid() == 0:
         demo_real_dovecot()

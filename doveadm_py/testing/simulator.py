@@ -14,7 +14,7 @@ tested against hung, slow, truncated and malformed servers. :meth:`generate`
 installs a large deterministic session table whose dump is built once and then
 streamed at socket speed.
 
-Run ``python -m doveadm_py.anvil.simulator --protocol 2 --sessions 100000 --socket PATH``
+Run ``python -m doveadm_py.testing.simulator --protocol 2 --sessions 100000 --socket PATH``
 to serve one until SIGTERM/SIGINT.
 """
 
@@ -735,7 +735,7 @@ class AnvilSimulator:
 
 def main(argv: list[str] | None = None, stdout: TextIO | None = None) -> int:
     """Serve a simulated anvil until SIGTERM or SIGINT; print the socket path when ready."""
-    parser = argparse.ArgumentParser(prog="python -m doveadm_py.anvil.simulator", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m doveadm_py.testing.simulator", description=main.__doc__)
     parser.add_argument("--protocol", type=int, choices=(1, 2), default=2)
     parser.add_argument("--sessions", type=int, default=0, metavar="N", help="generate N sessions")
     parser.add_argument("--users", type=int, default=None, help="distinct users (default N/3)")
