@@ -113,3 +113,27 @@ def test_quick_benchmark_runs(tmp_path: Path) -> None:
     rows = {(r["mode"], r["protocol"]) for r in results["shapes"]}
     assert rows == {("who", 1), ("who -1", 1), ("who", 2), ("who -1", 2)}
     assert all(check["ok"] for check in results["checks"])
+
+
+def test_stage_profile_times_every_stage_of_who() -> None:
+    """``bench/stages.py`` prints one row per mode with each stage's own CPU time (none negative)."""
+    argv = [
+        sys.executable,
+        str(BENCH / "stages.py"),
+        "--sessions",
+        "3000",
+        "--shapes",
+        "lmtp",
+        "--protocols",
+        "1",
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith("lmtp")]
+    assert [row[2:-5] for row in rows] == [["who"], ["who", "-1"]]
+    startup = float(done.stdout.split(":")[1].split()[0])
+    for row in rows:
+        lines, parse, middle, output, total = map(float, row[-5:])
+        assert min(lines, parse, middle, output) >= 0
+        assert total >= startup > 0
+        assert abs(total - (startup + lines + parse + middle + output)) < 0.002
