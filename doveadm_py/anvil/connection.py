@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 
 from doveadm_py.anvil.records import AnvilError, AnvilProtocolError, excerpt
 from doveadm_py.errors import EX_USAGE
@@ -189,7 +189,7 @@ class Connection:
                 + excerpt(partial_line)
             )
 
-    def iter_blocks(self, timeout: float, what: str) -> Iterator[list[bytes]]:
+    def iter_blocks(self, timeout: float, what: str) -> Generator[list[bytes], None, bool]:
         """Yield the reply's lines in chunk-sized lists, up to the empty terminator line.
 
         Returns normally after the terminator (consumed, not yielded) with True as the

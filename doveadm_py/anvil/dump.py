@@ -53,7 +53,7 @@ class ConnectDump:
         self._conn: Connection | None = conn
         self._timeout = timeout
         self._on_invalid = on_invalid
-        self._records: Iterator[SessionV1] | Iterator[SessionV2] | None = None
+        self._records: Iterator[SessionV1 | SessionV2] | None = None
         self._started = False
         if protocol == 2:
             try:
@@ -114,7 +114,7 @@ class ConnectDump:
         )
         return parser.pieces(self.iter_blocks())
 
-    def __iter__(self) -> Iterator[SessionV1] | Iterator[SessionV2]:
+    def __iter__(self) -> Iterator[SessionV1 | SessionV2]:
         if self._records is None:
             self._records = self._iter_v2() if self.protocol == 2 else self._iter_v1()
         return self._records

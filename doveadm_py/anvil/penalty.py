@@ -6,7 +6,7 @@ doveadm; EOF before the terminator follows the CONNECT-DUMP rules (an error in 2
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 from doveadm_py.anvil.connection import Connection
 from doveadm_py.anvil.records import AnvilProtocolError, PenaltyRecord, parse_penalty_line
@@ -45,7 +45,7 @@ def read_penalties(conn: Connection, timeout: float, strict_eof: bool) -> Iterat
         conn.close()
 
 
-def _parse_penalties(conn: Connection, timeout: float) -> Iterator[PenaltyRecord]:
+def _parse_penalties(conn: Connection, timeout: float) -> Generator[PenaltyRecord, None, bool]:
     blocks = conn.iter_blocks(timeout, "the PENALTY-DUMP reply")
     while True:
         try:
