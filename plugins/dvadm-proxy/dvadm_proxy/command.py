@@ -16,11 +16,18 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from doveadm_py.api import AnvilClient, AnvilError, Kick, TempFailError, UsageError, Who
 
 from .ipc import ANVIL_GREETING
+
+if TYPE_CHECKING:
+    from doveadm_py.api import DvadmCommand as _CommandBase  # the mixin's partner, for type checkers
+
+    from .ipc import IpcConnection
+else:
+    _CommandBase = object
 
 T = TypeVar("T")
 LATE_GREETING = 0.5  # how long a silent -a socket may still turn out to be a busy 2.4 anvil
@@ -30,7 +37,7 @@ KICK_TIMEOUT = "dvadm_kick_timeout"  # dvadm's own key: each kick reply
 GREETING_GRACE = 0.02  # for -a only: a 2.4 anvil greets at once (a late greeting is caught later too)
 
 
-class ProxyCommand:
+class ProxyCommand(_CommandBase):
     """What both proxy commands share: finding out which generation the server is."""
 
     _probed: AnvilClient | None = None
@@ -40,11 +47,11 @@ class ProxyCommand:
         client, self._probed = self._probed, None
         if client is not None:
             return client
-        return super().anvil(socket_path, **kwargs)  # type: ignore[misc,no-any-return]  # a mixin
+        return super().anvil(socket_path, **kwargs)
 
     def run(self, parsed_args: argparse.Namespace) -> Any:
         try:
-            return super().run(parsed_args)  # type: ignore[misc]
+            return super().run(parsed_args)
         finally:  # a probe the 2.4 code did not take (refused command line) is closed, not leaked
             if self._probed is not None:
                 self._probed.close()
@@ -66,7 +73,7 @@ class ProxyCommand:
         parser.set_defaults(servers=None)
 
     def ipc_settings(self) -> dict[str, float]:
-        settings = self.settings  # type: ignore[attr-defined]
+        settings = self.settings
         timeout = settings.seconds(IPC_TIMEOUT, 10.0)
         return {
             "timeout": timeout,
@@ -74,13 +81,10 @@ class ProxyCommand:
             "deadline": settings.seconds(IPC_DEADLINE, 120.0),
         }
 
-    def debug_sink(self) -> Any:
-        if not self.options.debug:  # type: ignore[attr-defined]
-            return None
-        stderr = self.app.stderr  # type: ignore[attr-defined]
-        return lambda line: stderr.write(f"Debug: {line}\n")
+    def debug_sink(self) -> Callable[[str], None] | None:
+        return self.app.debug_log if self.options.debug else None  # as dvadm's own -D lines
 
-    def open_ipc(self, socket_path: str | None, what: str) -> Any:
+    def open_ipc(self, socket_path: str | None, what: str) -> IpcConnection | None:
         """An ipc connection (Dovecot 2.3), or None after setting up the 2.4 anvil client."""
         from .ipc import IpcConnection, IpcError, connect
 
@@ -90,7 +94,7 @@ class ProxyCommand:
             # A value without '/' is host:port to 2.4's who/kick; a 2.3 ipc socket is UNIX only.
             self._use_anvil(socket_path, greeting_grace=settings["connect_timeout"])
             return None
-        path = socket_path or f"{self.settings.base_dir.rstrip('/')}/ipc"  # type: ignore[attr-defined]
+        path = socket_path or f"{self.settings.base_dir.rstrip('/')}/ipc"
         try:
             sock = connect(path, settings["connect_timeout"])
         except IpcError as err:
@@ -106,7 +110,7 @@ class ProxyCommand:
             return None
         return conn
 
-    def check_v23(self, conn: Any, socket_path: str | None, check: Callable[[], T]) -> T | None:
+    def check_v23(self, conn: IpcConnection, socket_path: str | None, check: Callable[[], T]) -> T | None:
         """``check()`` the command line for 2.3; None if, rather than being wrong, it is for 2.4.
 
         A silent ``-a`` socket is only provisionally a 2.3 ipc socket: before refusing what
@@ -129,7 +133,7 @@ class ProxyCommand:
         try:
             # Patient: this is only asked when there is no ipc socket, where 2.3 fails anyway.
             grace = self.ipc_settings()["connect_timeout"]
-            client = super().anvil(None, greeting_grace=grace)  # type: ignore[misc]
+            client = super().anvil(None, greeting_grace=grace)
             protocol = client.protocol
         except AnvilError as err:
             return str(err)
@@ -141,7 +145,7 @@ class ProxyCommand:
 
     def _use_anvil(self, path: str, greeting_grace: float) -> None:
         """The server is 2.4 (or must be, for a TCP address): a client that waits for its greeting."""
-        client = super().anvil(path, greeting_grace=greeting_grace)  # type: ignore[misc]
+        client = super().anvil(path, greeting_grace=greeting_grace)
         try:
             protocol = client.protocol
         except BaseException:
@@ -158,7 +162,7 @@ class ProxyCommand:
     def late_greeting(self, socket_path: str | None) -> None:
         """The first reply line was a 2.4 greeting: switch to anvil on a fresh connection."""
         settings = self.ipc_settings()
-        path = socket_path or f"{self.settings.base_dir.rstrip('/')}/ipc"  # type: ignore[attr-defined]
+        path = socket_path or f"{self.settings.base_dir.rstrip('/')}/ipc"
         self._use_anvil(path, greeting_grace=settings["connect_timeout"])
 
 
