@@ -9,6 +9,9 @@ The generations parse IPs differently (:mod:`doveadm_py.netmask`): ``fe80::1%eth
 to 2.4 and a username to 2.3, ``1.2.3.4 x`` the reverse. The generation is known only once
 connected, so :func:`parse_masks` keeps both readings when they differ and
 :meth:`Filter.for_protocol` picks the server's; a reading that is an error fails only there.
+When both readings are errors worded apart, :func:`parse_masks` raises :class:`ReadingsError`,
+whose :meth:`~ReadingsError.for_protocol` gives the server's wording. doveadm 2.4 logs the
+"Multiple ... masks" errors on the command's event (``cmd who: ...``): :class:`CommandEventError`.
 
 Deliberate differences, both for ``kick`` safety: an argument whose address parses but whose bits do not
 (``10.0.0.0/33``) is an error instead of a username mask that silently matches nobody, and an empty mask
@@ -24,13 +27,35 @@ from doveadm_py.netmask import Network, parse_ip, parse_net_range
 from doveadm_py.wildcard import compile_user_masks, wildcard_match_icase
 
 __all__ = [
+    "CommandEventError",
     "Filter",
     "Network",
+    "ReadingsError",
     "compile_user_masks",
     "parse_masks",
     "parse_net_range",
     "wildcard_match_icase",
 ]
+
+
+class CommandEventError(UsageError):
+    """A mask error doveadm 2.4 logs with its command's prefix: :meth:`for_command` words it so."""
+
+    def for_command(self, command: str) -> UsageError:
+        return UsageError(f"cmd {command}: {self.message}")
+
+
+class ReadingsError(UsageError):
+    """Masks that are wrong to both generations, in different words; the message is 2.3's."""
+
+    def __init__(self, readings: dict[int, UsageError]) -> None:
+        super().__init__(readings[1].message)
+        self.readings = readings
+
+    def for_protocol(self, protocol: int, command: str) -> UsageError:
+        """The error as the server's own doveadm words it (protocol 1: 2.3, 2: 2.4) for ``command``."""
+        error = self.readings[protocol]
+        return error.for_command(command) if isinstance(error, CommandEventError) else error
 
 
 class Filter:
@@ -135,7 +160,9 @@ def parse_masks(args: Sequence[str], protocol: int | None = None) -> Filter:
             readings[generation] = err
     first, second = readings[1], readings[2]
     if isinstance(first, UsageError) and isinstance(second, UsageError):
-        raise first
+        if type(first) is type(second) and first.message == second.message:
+            raise first
+        raise ReadingsError({1: first, 2: second})
     if isinstance(first, Filter) and isinstance(second, Filter) and first == second:
         return first
     chosen = first if isinstance(first, Filter) else second
@@ -153,7 +180,8 @@ def _classify(args: Sequence[str], protocol: int) -> Filter:
             candidate = parse_net_range(arg, protocol)
             if candidate is not None:
                 if network is not None and network.bits:
-                    raise UsageError("Multiple network masks not supported")
+                    kind = CommandEventError if protocol == 2 else UsageError
+                    raise kind("Multiple network masks not supported")
                 network = candidate
                 continue
             error = _bad_bits_error(arg, protocol)

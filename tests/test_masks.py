@@ -542,3 +542,17 @@ def test_a_reading_wrong_only_on_24_fails_only_there():
         proc = run_dvadm("kick", "-a", sim.path, *masks)
         assert (proc.returncode, proc.stderr) == (64, b"Error: Multiple network masks not supported\n")
         assert sim.kicks == []
+
+
+def test_masks_wrong_to_both_generations_in_different_words() -> None:
+    """Two networks: 2.3 says it plainly, 2.4 on its command's event ("cmd who: ..."), as each doveadm."""
+    from doveadm_py.masks import ReadingsError
+
+    with pytest.raises(ReadingsError) as caught:
+        parse_masks(["127.0.0.0/24", "10.0.0.0/8"])
+    assert caught.value.message == "Multiple network masks not supported"
+    assert caught.value.for_protocol(1, "who").message == "Multiple network masks not supported"
+    assert caught.value.for_protocol(2, "kick").message == "cmd kick: Multiple network masks not supported"
+    with pytest.raises(UsageError) as same:  # worded alike by both: raised as it is
+        parse_masks(["foo", ""])
+    assert not isinstance(same.value, ReadingsError)

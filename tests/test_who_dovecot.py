@@ -306,13 +306,9 @@ def usernames(s: Scenario, data: bytes) -> list[str]:
 
 
 @pytest.mark.parametrize("s", SCENARIOS, ids=lambda s: s.id)
-def test_exit_code_and_stderr_match(runs: Runs, s: Scenario, request: pytest.FixtureRequest) -> None:
+def test_exit_code_and_stderr_match(runs: Runs, s: Scenario) -> None:
     runs.applies(s)
     real, ours = runs.doveadm[s.id], runs.dvadm[s.id]
-    if runs.generation == 2 and s.id.startswith("two-networks"):
-        # Known dvadm bug, reported: 2.4's doveadm says "Error: cmd who: Multiple network masks not
-        # supported"; dvadm parses the masks before it knows the server's generation and says 2.3's words.
-        request.applymarker(pytest.mark.xfail(reason="dvadm prints 2.3's usage message on 2.4", strict=True))
     assert real.returncode == s.exit, real.stderr
     assert ours.returncode == real.returncode, ours.stderr
     assert runs.ours_stderr(s) == real.stderr

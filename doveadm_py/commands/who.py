@@ -18,7 +18,7 @@ from typing import Any
 from ..aggregation import aggregate
 from ..command import DvadmCommand
 from ..errors import UsageError
-from ..masks import Filter, parse_masks
+from ..masks import CommandEventError, Filter, ReadingsError, parse_masks
 from ..output import ColumnBlocks, Header
 from ..sessionview import (
     AGGREGATED_V1,
@@ -56,8 +56,11 @@ class Who(DvadmCommand):
         parser.add_argument("masks", nargs="*", metavar="mask", help="user mask (* and ?) or ip[/bits]")
 
     def take_action(self, parsed_args: argparse.Namespace) -> int:
-        filter_ = parse_masks(parsed_args.masks)
         servers = self.remote_servers(parsed_args)
+        try:
+            filter_ = parse_masks(parsed_args.masks)
+        except ReadingsError as err:  # worded apart by 2.3 and 2.4: as the local server's doveadm
+            raise err.for_protocol(self._generation(parsed_args, servers), self.cmd_name) from None
         if servers is not None:
             return self.fleet_who(servers, filter_, parsed_args)
         with self.local_transport(parsed_args.socket_path) as anvil:
@@ -68,6 +71,9 @@ class Who(DvadmCommand):
                 raise UsageError(f"{ALT_NEEDS_24}; this server speaks the 2.3 protocol")
             try:
                 filter_ = filter_.for_protocol(dump.protocol)  # fe80::1%eth0 is a network to 2.4 only
+            except CommandEventError as err:  # 2.4 words it with the command's prefix
+                dump.close()
+                raise err.for_command(self.cmd_name) from None
             except UsageError:
                 dump.close()
                 raise
@@ -79,6 +85,18 @@ class Who(DvadmCommand):
         guard.raise_if_failed()
         self.hint_formatter_as_field(parsed_args.passdb_field, dump.alt_fields)
         return 0
+
+    def _generation(self, parsed_args: argparse.Namespace, servers: list[Any] | None) -> int:
+        """The local server's protocol generation (no session is read); 1 when unknowable (-S, no anvil)."""
+        from ..anvil import AnvilError
+
+        if servers is not None:
+            return 1
+        try:
+            with self.local_transport(parsed_args.socket_path) as anvil:
+                return anvil.client.confirm_protocol()
+        except AnvilError:
+            return 1
 
     def fleet_who(self, servers: list[Any], filter_: Filter, parsed_args: argparse.Namespace) -> int:
         """Every server's full session list, filtered, aggregated and formatted here, per server."""
