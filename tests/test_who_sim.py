@@ -404,13 +404,22 @@ def test_eof_before_the_terminator(
 # -- masks (section 4) -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("masks", [("10.0.0.0/33",), ("::1/129",), ("10.0.0.0/8", "192.0.2.0/24")])
+@pytest.mark.parametrize("masks", [("10.0.0.0/33",), ("::1/129",)])
 def test_bad_network_masks_exit_64_before_connecting(masks: tuple[str, ...]) -> None:
     with AnvilSimulator(2, sessions=SIX) as sim:
         result = dvadm(sim, "who", *masks)
         assert (result.code, result.out) == (64, "")
         assert result.err.startswith("Error: ")
         assert sim.accepted == 0
+
+
+@pytest.mark.parametrize(("protocol", "words"), [(1, ""), (2, "cmd who: ")])
+def test_two_networks_in_the_servers_words_without_a_dump(protocol: int, words: str) -> None:
+    with AnvilSimulator(protocol, sessions=SIX) as sim:
+        result = dvadm(sim, "who", "10.0.0.0/8", "192.0.2.0/24")
+        assert (result.code, result.out) == (64, "")
+        assert result.err == f"Error: {words}Multiple network masks not supported\n"
+        assert b"CONNECT-DUMP" not in sim.requests
 
 
 IP_SESSIONS = [
