@@ -13,9 +13,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from doveadm_py.testing.dovecot import DovecotError, DovecotInstance
 from doveadm_py.testing.imap import ImapSession, SessionGroup, _anvil_counts, wait_registered
+
+if TYPE_CHECKING:
+    from typing import TypedDict
+
+    from typing_extensions import Unpack
+
+    from doveadm_py.testing.servers import DovecotServer
+
+    class _InstanceOptions(TypedDict, total=False):
+        """DovecotInstance's other keywords, passed through."""
+
+        server: str | DovecotServer | None
+        auth_failure_delay: int
+        start_timeout: float
+        stop_timeout: float
+        binary: str | None
+
 
 SECOND_BACKEND = "127.0.0.2"
 """A second address the backend listens on: proxies to it have another destination host."""
@@ -37,9 +55,9 @@ class ProxyDovecot(DovecotInstance):
         *,
         proxy_fields: Mapping[str, Mapping[str, str]] | None = None,
         proxy_hosts: Mapping[str, str] | None = None,
-        **kwargs: object,
+        **kwargs: Unpack[_InstanceOptions],
     ) -> None:
-        super().__init__(users, extra_conf, proxy=True, user_fields=proxy_fields, **kwargs)  # type: ignore[arg-type]
+        super().__init__(users, extra_conf, proxy=True, user_fields=proxy_fields, **kwargs)
         self.proxy_hosts = dict(proxy_hosts or {})
         for user, host in self.proxy_hosts.items():
             if host not in (self.host, SECOND_BACKEND):
