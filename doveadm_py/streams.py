@@ -69,6 +69,9 @@ def _silence(stream: Any) -> None:
         pass
 
 
+CLOSED_OUTPUT = "cannot write the output: standard output is closed"
+
+
 class Output:
     """Command output (the app's stdout); write failures become :class:`OutputError`.
 
@@ -87,8 +90,11 @@ class Output:
         if self._held is not None:
             self._held.append(text)
             return len(text)
+        stream = self.stream
+        if stream is None:
+            raise OutputError(CLOSED_OUTPUT)
         try:
-            return self.stream.write(text)  # type: ignore[union-attr]
+            return stream.write(text)
         except BrokenPipeError:
             raise
         except (OSError, ValueError, AttributeError) as err:
@@ -116,7 +122,7 @@ class Output:
 
     def _error(self, err: Exception) -> OutputError:
         if self.stream is None or isinstance(err, AttributeError):
-            return OutputError("cannot write the output: standard output is closed")
+            return OutputError(CLOSED_OUTPUT)
         _silence(self.stream)
         return OutputError(f"cannot write the output: {_reason(err)}")
 
