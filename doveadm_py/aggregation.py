@@ -171,8 +171,9 @@ class Groups:
                 ip_text = f"{ip_text} {ip}" if ip_text else ip
             self.groups[key] = f"{pid_text}\t{ip_text}"
             return
-        if type(value) is str:
-            value = self.groups[key] = Group(value)
+        if isinstance(value, str):
+            value = Group(value)
+            self.groups[key] = value
         value.add(pid, ip)
 
     def rows(self, filter_: Filter) -> Iterator[list[Sequence[str]]]:

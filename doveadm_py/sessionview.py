@@ -90,7 +90,7 @@ def separate_columns(
         if protocol == 1:
             columns: list[Sequence[str]] = [piece.users, piece.services, piece.pids, piece.ips]
             if piece.odd_refcounts:
-                columns = _repeat_rows(columns, piece.odd_refcounts)
+                columns = list(_repeat_rows(columns, piece.odd_refcounts))
         else:
             columns = [piece.users, piece.services, piece.pids, piece.ips, piece.dest_ips, *piece.alts]
         if not filter_.is_empty:  # users are column 0 and IPs column 3 in both generations
@@ -127,12 +127,12 @@ def _repeat_rows(columns: list[Sequence[str]], odd_refcounts: list[tuple[int, in
     result = [[] for _ in columns]
     start = 0
     for row, refcount in odd_refcounts:
-        for out, column in zip(result, columns, strict=True):
-            out += column[start:row]
-            out += [column[row]] * refcount
+        for out, source in zip(result, columns, strict=True):
+            out.extend(source[start:row])
+            out.extend([source[row]] * refcount)
         start = row + 1
-    for out, column in zip(result, columns, strict=True):
-        out += column[start:]
+    for out, source in zip(result, columns, strict=True):
+        out.extend(source[start:])
     return result
 
 

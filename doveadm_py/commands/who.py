@@ -60,7 +60,7 @@ class Who(DvadmCommand):
         try:
             filter_ = parse_masks(parsed_args.masks)
         except ReadingsError as err:  # worded apart by 2.3 and 2.4: as the local server's doveadm
-            raise err.for_protocol(self._generation(parsed_args, servers), self.cmd_name) from None
+            raise err.for_protocol(self._generation(parsed_args, servers), self.cmd_name or "who") from None
         if servers is not None:
             return self.fleet_who(servers, filter_, parsed_args)
         with self.local_transport(parsed_args.socket_path) as anvil:
@@ -73,7 +73,7 @@ class Who(DvadmCommand):
                 filter_ = filter_.for_protocol(dump.protocol)  # fe80::1%eth0 is a network to 2.4 only
             except CommandEventError as err:  # 2.4 words it with the command's prefix
                 dump.close()
-                raise err.for_command(self.cmd_name) from None
+                raise err.for_command(self.cmd_name or "who") from None
             except UsageError:
                 dump.close()
                 raise

@@ -96,7 +96,7 @@ def batched(rows: Iterable[Sequence[str]], size: int = BATCH_ROWS) -> Iterator[l
     """Yield lists of up to ``size`` rows, consuming ``rows`` lazily (itertools.batched is 3.12+)."""
     if isinstance(rows, ColumnBlocks):
         for columns in rows.blocks:
-            block = list(zip(*columns, strict=True))
+            block: list[Sequence[str]] = list(zip(*columns, strict=True))
             for start in range(0, len(block), size):
                 yield block[start : start + size]
         return
@@ -116,10 +116,9 @@ def load_formatter(name: str) -> type[Formatter]:
     Only that one entry point is imported. stevedore's cached entry point list is used instead of
     scanning every installed distribution, which keeps ``-f`` cheap at start-up.
     """
-    from stevedore import ExtensionManager
+    from doveadm_py.loader import list_entry_points
 
-    manager = ExtensionManager.make_test_instance([], namespace=FORMATTER_NAMESPACE)
-    for entry_point in manager.list_entry_points():
+    for entry_point in list_entry_points(FORMATTER_NAMESPACE):
         if entry_point.name == name:
             break
     else:

@@ -114,7 +114,7 @@ class TableFormatter(Formatter):
             self._write_columns(headers, rows)
             return
         it = iter(rows)
-        first = list(map(tuple, islice(it, self.buffer_rows)))
+        first: list[Sequence[str]] = list(map(tuple, islice(it, self.buffer_rows)))
         template = self._start(headers, first)
         out = self.out
         # Dovecot 2.4.2+ prints an empty value as "-" (measured as length 0 above).
@@ -125,7 +125,7 @@ class TableFormatter(Formatter):
             else:
                 out.write("".join(map(template.__mod__, map(tuple, batch))))
 
-    def _start(self, headers: Sequence[Header], first: list[tuple[str, ...]]) -> str:
+    def _start(self, headers: Sequence[Header], first: Sequence[Sequence[str]]) -> str:
         """Fix the widths from the ``first`` rows, write the titles; the line template."""
         self.widths = column_widths(headers, first, self.width)
         template = line_template(headers, self.widths)
