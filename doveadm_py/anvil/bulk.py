@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import accumulate, count, repeat
+from itertools import accumulate, compress, count, repeat
 from operator import add, sub
 from socket import AF_INET, AF_INET6, inet_pton
 
@@ -210,8 +210,12 @@ class BulkParser:
         fewest, most = min(tabs), max(tabs)
         if fewest < 5 or most >= width:  # missing fixed fields, or more fields than the header names
             return None
-        if fewest < width - 1:
-            lines = list(map(bytes.__add__, lines, map(b"\t".__mul__, map(sub, repeat(width - 1), tabs))))
+        if fewest < width - 1:  # pad only the short lines (a quarter in the benchmark's shapes)
+            lines = list(lines)
+            short = list(compress(count(), map((width - 1).__gt__, tabs)))
+            padding = map(b"\t".__mul__, map(sub, repeat(width - 1), map(tabs.__getitem__, short)))
+            # list.__setitem__ returns None: any() runs every assignment
+            any(map(lines.__setitem__, short, map(bytes.__add__, map(lines.__getitem__, short), padding)))
         text = b"\n".join(lines).decode(ENCODING, ERRORS)
         if "\x01" in text:
             return None
