@@ -14,10 +14,10 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from ..commands.kick.report import DRY_RUN, KICKED, NONE, WARNING, KickReport
+from ..commands.kick.v1 import NEEDS_24, group_by_pid, sorted_names
+from ..commands.kick.v2 import dest_matches, exact_matches
 from ..errors import EX_NOTFOUND, EX_TEMPFAIL
-from ..kick_report import DRY_RUN, KICKED, NONE, WARNING, KickReport
-from ..kick_v1 import NEEDS_24, group_by_pid, sorted_names
-from ..kick_v2 import dest_matches, exact_matches
 from ..masks import Filter
 from ..output import Header
 from ..sessionview import select_sessions, separate_headers, separate_rows

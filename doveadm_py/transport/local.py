@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..anvil import AnvilClient, ConnectDump, PenaltyRecord
-    from ..kick_report import KickReport
+    from ..commands.kick.report import KickReport
     from ..masks import Filter
 
 
@@ -56,10 +56,10 @@ class LocalTransport:
             invalid: list[bytes] = []
             dump = client.connect_dump(on_invalid=invalid.append)
             if dump.protocol == 1:
-                from ..kick_v1 import kick_v1
+                from ..commands.kick.v1 import kick_v1
 
                 return kick_v1(client, dump, invalid, settle(filter_, 1, args, dump), args)
-        from ..kick_v2 import kick_v2
+        from ..commands.kick.v2 import kick_v2
 
         return kick_v2(client, settle(filter_, 2, args, dump), dest_host, args, dump)
 

@@ -2,7 +2,8 @@
 
 Dovecot 2.4 (anvil protocol 2) kicks through anvil; Dovecot 2.3 (protocol 1) has no kick
 in anvil, so doveadm signals the mail processes itself. dvadm does what the server's own
-doveadm does, with safety added: see :mod:`doveadm_py.kick_v1` and :mod:`doveadm_py.kick_v2`.
+doveadm does, with safety added: see :mod:`~doveadm_py.commands.kick.v1` (2.3) and
+:mod:`~doveadm_py.commands.kick.v2` (2.4).
 Everything that can be checked without the server is checked before connecting, so bad
 input never kicks anything.
 """
@@ -12,14 +13,14 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from ..command import DvadmCommand
-from ..errors import DoveadmError, TempFailError, UsageError
-from ..masks import Filter, parse_masks
-from ..netmask import canonical_ip
-from ..sessionview import add_socket_path_argument
+from ...command import DvadmCommand
+from ...errors import DoveadmError, TempFailError, UsageError
+from ...masks import Filter, parse_masks
+from ...netmask import canonical_ip
+from ...sessionview import add_socket_path_argument
 
 if TYPE_CHECKING:
-    from ..kick_report import KickReport
+    from .report import KickReport
 
 NO_MASKS = "user and/or ip[/bits] must be specified."
 
@@ -47,11 +48,11 @@ class Kick(DvadmCommand):
         parser.add_argument("masks", nargs="*", metavar="mask", help="user mask (* and ?) or ip[/bits]")
 
     def take_action(self, parsed_args: argparse.Namespace) -> int:
-        from ..kick_report import print_report
+        from .report import print_report
 
         self.server: str | None = parsed_args.socket_path
         if parsed_args.servers:
-            from ..transport.kick import fleet_kick
+            from ...transport.kick import fleet_kick
 
             # fleet_kick audits each server's kick; a refusal before any server is asked, here.
             self.server = " ".join(f"-S {target}" for target in parsed_args.servers)
@@ -84,7 +85,7 @@ class Kick(DvadmCommand):
         """One syslog line per kick and per refused or failed kick (dry runs are not logged)."""
         if args.dry_run:
             return
-        from ..audit import log_kick
+        from ...audit import log_kick
 
         self.audited = True
 

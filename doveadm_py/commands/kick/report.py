@@ -1,6 +1,6 @@
 """What a kick did, as data, and how ``dvadm kick`` prints it.
 
-:mod:`doveadm_py.kick_v1` and :mod:`doveadm_py.kick_v2` return a :class:`KickReport`
+:mod:`doveadm_py.commands.kick.v1` and :mod:`doveadm_py.commands.kick.v2` return a :class:`KickReport`
 instead of writing; the command prints it with :func:`print_report` and the audit trail
 records it, so other front ends (the doveadm HTTP API) can use the same kick logic.
 
@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .output import Header
+from ...output import Header
 
 if TYPE_CHECKING:
-    from .command import DvadmCommand
+    from ...command import DvadmCommand
 
 KICKED = "kicked"  # v1: users listed; v2: a count
 NONE = "none"  # v1: nothing kicked (exit 68)
@@ -69,7 +69,7 @@ def print_report(cmd: DvadmCommand, report: KickReport) -> int:
         err.write(note + "\n")
     human = (cmd.options.formatter or cmd.default_formatter) in HUMAN_FORMATTERS
     if report.status == DRY_RUN:
-        from .sessionview import separate_headers, separate_rows
+        from ...sessionview import separate_headers, separate_rows
 
         g = report.generation
         headers = separate_headers(g, report.alt_fields)

@@ -17,12 +17,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import EX_NOTFOUND, TempFailError, UsageError
-from .kick_report import DRY_RUN, KICKED, NONE, WARNING, KickReport
-from .masks import Filter
+from ...errors import EX_NOTFOUND, TempFailError, UsageError
+from ...masks import Filter
+from .report import DRY_RUN, KICKED, NONE, WARNING, KickReport
 
 if TYPE_CHECKING:
-    from .anvil import AnvilClient, ConnectDump
+    from ...anvil import AnvilClient, ConnectDump
 
 NEEDS_24 = "this server speaks anvil protocol 1 (Dovecot 2.3), which does not track {what}"
 PROXY_KICK = "; to disconnect proxied users on 2.3 use: dvadm proxy kick -h {host}"
@@ -79,7 +79,7 @@ def kick_v1(
     if not dump.complete:  # doveadm 2.3 takes EOF for the end; the lost tail may share a pid
         raise TempFailError(f"read({client.path}) failed: Unexpected EOF in CONNECT-DUMP, refusing to kick")
     if invalid:
-        from .anvil.records import excerpt
+        from ...anvil.records import excerpt
 
         first = excerpt(invalid[0])
         raise TempFailError(
@@ -91,7 +91,7 @@ def kick_v1(
     others = sorted_names(u for p in partly for u in p.users if u not in p.matched)
     if others and not args.force:
         return KickReport(1, WARNING, users=others)
-    from .procsafety import libexec_dirs
+    from ...procsafety import libexec_dirs
 
     libexec = libexec_dirs(client.path)
     report = KickReport(1, KICKED)
@@ -112,7 +112,7 @@ def signal_all(
 ) -> list[int]:
     """SIGTERM each chosen pid that passes the safety checks (only check them on a dry run);
     the pids counted as kicked. Why others were not goes to ``notes``."""
-    from .procsafety import Outcome, terminate
+    from ...procsafety import Outcome, terminate
 
     kicked: list[int] = []
     for entry in chosen:

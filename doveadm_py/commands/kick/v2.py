@@ -19,12 +19,12 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .kick_report import DRY_RUN, KICKED, KickReport
-from .masks import Filter
-from .sessionview import select_sessions
+from ...masks import Filter
+from ...sessionview import select_sessions
+from .report import DRY_RUN, KICKED, KickReport
 
 if TYPE_CHECKING:
-    from .anvil import AnvilClient, ConnectDump
+    from ...anvil import AnvilClient, ConnectDump
 
 ZERO_GUID = "0" * 32
 #: Services whose sessions anvil never kicks (kick type N: Dovecot 2.4's lmtp).
@@ -43,7 +43,7 @@ def kick_v2(
     dump: ConnectDump | None = None,
 ) -> KickReport:
     """Kick through anvil; ``dump`` is one already requested while settling the protocol."""
-    from .anvil import KickRequest
+    from ...anvil import KickRequest
 
     field = args.passdb_field
     fast = dest_host is None and filter_.network is None and not filter_.has_wildcards
@@ -96,7 +96,7 @@ def plan_requests(
 ) -> tuple[list[Any], list[Any]]:
     """Kick requests that reach exactly the target sessions, and the targets they reach
     (``notes`` says why the others are left alone)."""
-    from .anvil import KickRequest
+    from ...anvil import KickRequest
 
     if field is None or not targets:
         return by_guid(sessions, targets, notes)
@@ -130,7 +130,7 @@ def by_guid(
     """``KICK-USER user guid`` per target; a session without a GUID only by name, and only
     when that kicks no session outside ``wanted`` (ids; default: the targets). doveadm sends
     the bare name regardless. Returns the requests and the targets they reach."""
-    from .anvil import KickRequest
+    from ...anvil import KickRequest
 
     guidless = {s.username for s in targets if s.guid == ZERO_GUID}
     by_name: set[str] = set()
