@@ -57,7 +57,7 @@ _WHERE = {
     "wildcard_match_icase": "doveadm_py.masks",
     "parse_netmask": "doveadm_py.netmask",
     "canonical_ip": "doveadm_py.netmask",
-    "add_socket_path_argument": "doveadm_py.sessionview",
+    "add_socket_path_argument": "doveadm_py.transport.options",
     "AGGREGATED_V1": "doveadm_py.sessionview",
     "AGGREGATED_V2": "doveadm_py.sessionview",
     "SEPARATE_V1": "doveadm_py.sessionview",
@@ -65,7 +65,7 @@ _WHERE = {
     "separate_headers": "doveadm_py.sessionview",
     "separate_rows": "doveadm_py.sessionview",
     "select_sessions": "doveadm_py.sessionview",
-    "DumpGuard": "doveadm_py.sessionview",
+    "DumpGuard": "doveadm_py.anvil.dump",
     "AnvilClient": "doveadm_py.anvil",
     "AnvilError": "doveadm_py.anvil",
     "AnvilProtocolError": "doveadm_py.anvil",
@@ -107,6 +107,9 @@ if TYPE_CHECKING:  # what type checkers see (explicit re-exports); at run time, 
     )
     from doveadm_py.anvil import (
         SessionV2 as SessionV2,
+    )
+    from doveadm_py.anvil.dump import (
+        DumpGuard as DumpGuard,
     )
     from doveadm_py.anvil.escape import (
         join_tabescaped as join_tabescaped,
@@ -196,12 +199,6 @@ if TYPE_CHECKING:  # what type checkers see (explicit re-exports); at run time, 
         SEPARATE_V2 as SEPARATE_V2,
     )
     from doveadm_py.sessionview import (
-        DumpGuard as DumpGuard,
-    )
-    from doveadm_py.sessionview import (
-        add_socket_path_argument as add_socket_path_argument,
-    )
-    from doveadm_py.sessionview import (
         select_sessions as select_sessions,
     )
     from doveadm_py.sessionview import (
@@ -239,6 +236,9 @@ if TYPE_CHECKING:  # what type checkers see (explicit re-exports); at run time, 
     )
     from doveadm_py.transport.fleet import (
         ServerFailure as ServerFailure,
+    )
+    from doveadm_py.transport.options import (
+        add_socket_path_argument as add_socket_path_argument,
     )
 
 __all__ = sorted(_WHERE)

@@ -6,7 +6,6 @@ is Dovecot 2.4 (``service``, plus ``dest_ip`` and one column per alt-username fi
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import compress
 from typing import Any
@@ -30,21 +29,6 @@ SEPARATE_V1 = (
     Header("ip", "ip"),
 )
 SEPARATE_V2 = (SEPARATE_V1[0], Header("service", "service"), *SEPARATE_V1[2:], Header("dest_ip", "dest_ip"))
-
-
-def add_socket_path_argument(parser: argparse.ArgumentParser) -> None:
-    """``-a anvil_socket_path``, as every anvil command has it, and ``-S target`` for remote servers."""
-    parser.add_argument(
-        "-a", "--socket-path", metavar="anvil_socket_path", help="anvil socket (default <base_dir>/anvil)"
-    )
-    parser.add_argument(
-        "-S",
-        "--server",
-        dest="servers",
-        action="append",
-        metavar="target",
-        help="remote server(s) through the doveadm HTTP API: a fleet file name, group, URL or 'all'",
-    )
 
 
 def separate_headers(protocol: int, alt_fields: tuple[str, ...] = ()) -> tuple[Header, ...]:
@@ -148,26 +132,3 @@ def select_sessions(sessions: Iterable[Any], filter_: Filter, alt_index: int | N
             continue
         if match_user(name) and match_ip(s.ip):
             yield s
-
-
-class DumpGuard:
-    """Iterates a dump and keeps a mid-dump failure for after the rows read so far are shown.
-
-    doveadm 2.4 prints what it read before a malformed line or an early EOF, then exits 75.
-    """
-
-    def __init__(self, dump: Iterable[Any]) -> None:
-        self.dump = dump
-        self.error: Exception | None = None
-
-    def __iter__(self) -> Iterator[Any]:
-        from .anvil import AnvilError
-
-        try:
-            yield from self.dump
-        except AnvilError as err:
-            self.error = err
-
-    def raise_if_failed(self) -> None:
-        if self.error is not None:
-            raise self.error

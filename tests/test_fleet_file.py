@@ -153,7 +153,7 @@ def test_a_command_without_remote_support_refuses_s() -> None:
     import argparse
 
     from doveadm_py.command import DvadmCommand
-    from doveadm_py.sessionview import add_socket_path_argument
+    from doveadm_py.transport.options import add_socket_path_argument
 
     class LocalOnly(DvadmCommand):
         def add_arguments(self, parser: argparse.ArgumentParser) -> None:

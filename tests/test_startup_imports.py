@@ -56,6 +56,7 @@ DVADM_MODULES = frozenset(
         "doveadm_py.settings",
         "doveadm_py.transport",
         "doveadm_py.transport.local",
+        "doveadm_py.transport.options",
         "doveadm_py.streams",
         "doveadm_py.wildcard",
     }

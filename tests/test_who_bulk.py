@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from doveadm_py.aggregation import Groups
 from doveadm_py.anvil import AnvilProtocolError, parse_v1_line, parse_v2_line
 from doveadm_py.anvil.bulk import SMALL, BulkParser, V1Columns, V2Columns
+from doveadm_py.anvil.dump import DumpGuard
 from doveadm_py.anvil.escape import join_tabescaped
 from doveadm_py.commands.who import aggregated, separate
 from doveadm_py.masks import Filter, parse_masks
@@ -32,7 +33,6 @@ from doveadm_py.output.table import TableFormatter
 from doveadm_py.sessionview import (
     AGGREGATED_V1,
     AGGREGATED_V2,
-    DumpGuard,
     select_sessions,
     separate_headers,
     separate_rows,

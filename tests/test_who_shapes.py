@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from test_who_bulk import FakeDump, reference_aggregate
 
+from doveadm_py.anvil.dump import DumpGuard
 from doveadm_py.commands.who import aggregated, separate
 from doveadm_py.masks import parse_masks
 from doveadm_py.output.flow import FlowFormatter
@@ -29,7 +30,6 @@ from doveadm_py.output.table import TableFormatter
 from doveadm_py.sessionview import (
     AGGREGATED_V1,
     AGGREGATED_V2,
-    DumpGuard,
     select_sessions,
     separate_headers,
     separate_rows,

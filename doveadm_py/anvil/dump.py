@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from doveadm_py.anvil.connection import Connection
 from doveadm_py.anvil.escape import split_tabescaped
 from doveadm_py.anvil.records import (
     ENCODING,
     ERRORS,
+    AnvilError,
     AnvilProtocolError,
     SessionV1,
     SessionV2,
@@ -150,3 +151,24 @@ class ConnectDump:
                 except AnvilProtocolError as e:
                     raise AnvilProtocolError(f"{label}: {e}") from None
                 yield record
+
+
+class DumpGuard:
+    """Iterates a dump and keeps a mid-dump failure for after the rows read so far are shown.
+
+    doveadm 2.4 prints what it read before a malformed line or an early EOF, then exits 75.
+    """
+
+    def __init__(self, dump: Iterable[Any]) -> None:
+        self.dump = dump
+        self.error: Exception | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            yield from self.dump
+        except AnvilError as err:
+            self.error = err
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error

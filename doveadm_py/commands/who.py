@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..aggregation import aggregate
+from ..anvil.dump import DumpGuard
 from ..command import DvadmCommand
 from ..errors import UsageError
 from ..masks import CommandEventError, Filter, ReadingsError, parse_masks
@@ -23,13 +24,12 @@ from ..output import ColumnBlocks, Header
 from ..sessionview import (
     AGGREGATED_V1,
     AGGREGATED_V2,
-    DumpGuard,
-    add_socket_path_argument,
     select_sessions,
     separate_columns,
     separate_headers,
     separate_rows,
 )
+from ..transport.options import add_socket_path_argument
 
 ALT_NEEDS_24 = "-f passdb_field needs alternative usernames, which only Dovecot 2.4's anvil tracks"
 

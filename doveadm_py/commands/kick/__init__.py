@@ -17,7 +17,7 @@ from ...command import DvadmCommand
 from ...errors import DoveadmError, TempFailError, UsageError
 from ...masks import Filter, parse_masks
 from ...netmask import canonical_ip
-from ...sessionview import add_socket_path_argument
+from ...transport.options import add_socket_path_argument
 
 if TYPE_CHECKING:
     from .report import KickReport
