@@ -36,6 +36,8 @@ class HelpRequested(Exception):
 class CommandArgumentParser(argparse.ArgumentParser):
     """argparse with doveadm's failure mode: one line naming the problem, exit 64."""
 
+    dvadm_command: DvadmCommand  # the command whose parser this is (set by its get_parser)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         kwargs.setdefault("add_help", False)
@@ -58,7 +60,7 @@ class _HelpAction(argparse.Action):
     def __call__(
         self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None
     ) -> None:
-        command = parser.dvadm_command  # type: ignore[attr-defined]
+        command = parser.dvadm_command  # type: ignore[attr-defined]  # argparse passes the parser as its base class
         add_epilog(parser, provider_note(command))
         parser.print_help(command.app.stdout)
         raise HelpRequested()
@@ -146,7 +148,7 @@ class DvadmCommand(Command):
             epilog=self.get_epilog() or None,
             usage=f"{prog_name} {self.usage}" if self.usage else None,
         )
-        parser.dvadm_command = self  # type: ignore[attr-defined]
+        parser.dvadm_command = self
         parser.add_argument(
             "--help", action=_HelpAction, nargs=0, default=argparse.SUPPRESS, help="this help"
         )

@@ -72,7 +72,7 @@ def completion_parser(app: DvadmApp) -> argparse.ArgumentParser:
         if flags == ("-f",):
             action.choices = formatter_names()
         elif flags == ("-c",):
-            action.complete = shtab.FILE  # type: ignore[attr-defined]
+            action.complete = shtab.FILE  # type: ignore[attr-defined]  # shtab reads .complete off actions
     groups: dict[tuple[str, ...], argparse._SubParsersAction[argparse.ArgumentParser]] = {
         (): root.add_subparsers(dest="command", metavar="command")
     }

@@ -629,7 +629,7 @@ def test_kick_many_is_pipelined() -> None:
         start = time.monotonic()
         result = client.kick_many(requests)
         elapsed = time.monotonic() - start
-    assert result.count == 200 and result.errors == []
+    assert result.connections == 200 and result.errors == []
     assert elapsed < 2.0  # one at a time would take 201 * 0.05 = 10 s
     assert sim.kicks == [f"KICK-USER\tuser{i}".encode() for i in range(200)] + [b"KICK-USER\tnobody"]
     assert sim.accepted == 1  # all on one connection
@@ -686,7 +686,7 @@ def test_unexpected_kick_reply_is_reported(tmp_path: Path) -> None:
 
     with scripted_server(tmp_path, script) as path, AnvilClient(path, greeting_grace=1.0) as client:
         result = client.kick_many([KickRequest.user("a"), KickRequest.user("b"), KickRequest.alt("f", "v")])
-    assert result.count == 6
+    assert result.connections == 6
     assert result.errors == ["Unexpected reply from anvil: +1"]
 
 
@@ -704,7 +704,7 @@ def test_kick_reply_timeout_returns_partial_count(tmp_path: Path) -> None:
         start = time.monotonic()
         result = client.kick_many([KickRequest.user("a"), KickRequest.user("b")])
         assert time.monotonic() - start < 0.6
-    assert result.count == 1
+    assert result.connections == 1
     assert result.errors == [
         "Failed to send kick to anvil: Anvil queries timed out after 0.300 secs - aborting queries "
         "(1 of 2 unanswered)"
@@ -720,7 +720,7 @@ def test_kick_connection_lost_mid_way(tmp_path: Path) -> None:
     client = AnvilClient(str(tmp_path / "anvil"), greeting_grace=1.0)
     with scripted_server(tmp_path, script):
         result = client.kick_many([KickRequest.user("a"), KickRequest.user("b"), KickRequest.user("c")])
-    assert result.count == 5
+    assert result.connections == 5
     assert len(result.errors) == 1 and "Unexpected EOF (2 of 3 unanswered)" in result.errors[0]
     with pytest.raises(AnvilError, match="failed: Connection refused") as err:
         client.kick_user("d")  # a failed kick connection raises (exit 75, no count)
@@ -778,7 +778,7 @@ def test_kick_pipeline_is_bounded_by_the_deadline() -> None:
         start = time.monotonic()
         result = client.kick_many([KickRequest.user("foo")])
         assert time.monotonic() - start < 2.5
-    assert result.count == 0
+    assert result.connections == 0
     assert result.errors == [
         "Failed to send kick to anvil: Anvil queries not answered within the 0.5 s deadline "
         "(1 of 1 unanswered)"
@@ -793,7 +793,7 @@ def test_kick_reply_without_newline_is_bounded() -> None:
         start = time.monotonic()
         result = client.kick_many([KickRequest.user("foo")])
         assert time.monotonic() - start < 3
-    assert result.count == 0 and len(result.errors) == 1
+    assert result.connections == 0 and len(result.errors) == 1
     pattern = r"kick reply longer than 256 bytes: [0-9]{120}… \(\d+ bytes\) \(1 of 1"
     assert re.search(pattern, result.errors[0])
     assert len(result.errors[0]) < MESSAGE_MAX
@@ -807,7 +807,7 @@ def test_huge_kick_reply_is_quoted_as_a_short_excerpt() -> None:
         result = client.kick_many([KickRequest.user("foo")])
         with pytest.raises(AnvilError) as err:
             client.kick_user("jane")
-    assert result.count == 0 and len(result.errors) == 1
+    assert result.connections == 0 and len(result.errors) == 1
     assert "11111" in result.errors[0] and len(result.errors[0]) < MESSAGE_MAX
     assert len(str(err.value)) < MESSAGE_MAX
 
@@ -849,7 +849,7 @@ def test_extra_kick_reply_lines_are_a_protocol_error_not_counted() -> None:
         AnvilClient(sim.path, greeting_grace=1.0) as client,
     ):
         result = client.kick_many([KickRequest.user("jano")])
-    assert result.count == 1  # the one requested reply; not 3
+    assert result.connections == 1  # the one requested reply; not 3
     assert result.errors == [
         "anvil sent more than the 1 reply line(s) requested (protocol error, not counted): 1\\x0a1\\x0a"
     ]
@@ -865,7 +865,7 @@ def test_unrequested_line_after_the_replies_is_seen(tmp_path: Path) -> None:
 
     with scripted_server(tmp_path, script) as path, AnvilClient(path, greeting_grace=1.0) as client:
         result = client.kick_many([KickRequest.user("a")])
-    assert result.count == 2 and len(result.errors) == 1 and "not counted): 7" in result.errors[0]
+    assert result.connections == 2 and len(result.errors) == 1 and "not counted): 7" in result.errors[0]
 
 
 @contextlib.contextmanager

@@ -267,7 +267,7 @@ class AnvilClient:
         result = self.kick_many([request])
         if result.errors:
             raise AnvilError(f"{self.path}: {result.errors[0]}")
-        return result.count
+        return result.connections
 
     def kick_many(self, requests: Iterable[KickRequest]) -> KickResult:
         """Send all kicks pipelined on one connection and sum the replies.

@@ -55,9 +55,13 @@ class KickRequest(NamedTuple):
 
 
 class KickResult(NamedTuple):
-    """Sum of the kick replies, and doveadm's log lines for replies that were not counts."""
+    """Sum of the kick replies, and doveadm's log lines for replies that were not counts.
 
-    count: int
+    The sum is ``connections`` (as in :class:`doveadm_py.transport.base.KickOutcome`): a field
+    named ``count`` would hide the tuple's ``count()`` method.
+    """
+
+    connections: int
     errors: list[str]
 
 

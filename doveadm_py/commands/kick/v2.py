@@ -24,7 +24,7 @@ from ...sessionview import select_sessions
 from .report import DRY_RUN, KICKED, KickReport
 
 if TYPE_CHECKING:
-    from ...anvil import AnvilClient, ConnectDump
+    from ...anvil import AnvilClient, ConnectDump, KickResult
 
 ZERO_GUID = "0" * 32
 #: Services whose sessions anvil never kicks (kick type N: Dovecot 2.4's lmtp).
@@ -161,8 +161,8 @@ def by_guid(
     return requests, touched
 
 
-def counted(result: Any, notes: list[str] | None = None) -> KickReport:
+def counted(result: KickResult, notes: list[str] | None = None) -> KickReport:
     """``N connections kicked`` (exit 0 even for 0, as 2.4); anvil's odd replies as errors."""
     notes = list(notes or [])
     notes += [f"Error: {error}" for error in result.errors]
-    return KickReport(2, KICKED, count=result.count, notes=notes)
+    return KickReport(2, KICKED, count=result.connections, notes=notes)
