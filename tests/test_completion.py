@@ -94,6 +94,7 @@ report_file=$1 fpath_dir=$2
 shift 2
 zpty dvz env TERM=xterm zsh -f -i
 zpty -w dvz "PS1='% '; fpath=(${(q)fpath_dir} \$fpath); autoload -Uz compinit; compinit -u -D"
+zpty -w dvz 'LISTMAX=10000'  # list without asking "do you wish to see all", which would eat the next key
 zpty -w dvz 'zle -C all-matches complete-word _generic; bindkey "^Xa" all-matches'
 zpty -w dvz 'zstyle ":completion:all-matches:*" old-matches only'
 zpty -w dvz 'zstyle ":completion:all-matches::::" completer _all_matches'
