@@ -11,8 +11,8 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import compress, count, islice, repeat
-from operator import add, is_not
-from typing import Any
+from operator import is_not
+from typing import Any, cast
 
 from .masks import Filter
 
@@ -45,6 +45,7 @@ def aggregate(protocol: int, pieces: Iterable[Any], filter_: Filter) -> Iterator
 
 _CHUNK = 4096  # groups per output block
 _LONG = 512  # a group text longer than this becomes a Group (each merge copies the text)
+_COUNTS = [str(spaces + 1) for spaces in range(_LONG)]  # a text's count by the spaces between its pids
 
 
 class Group:
@@ -137,20 +138,19 @@ class Groups:
         found = list(map(self.groups.setdefault, keys, values))
         if found != values:  # identical objects compare equal without a character compared
             groups, extra = self.groups, self.extra
-            for row in compress(count(), map(is_not, found, values)):
-                key = keys[row]
+            for key, pid, ip in compress(zip(keys, pids, ips, strict=True), map(is_not, found, values)):
                 value = groups[key]
                 if type(value) is not str or len(value) >= _LONG:
-                    self._merge(key, value, pids[row], ips[row])
+                    self._merge(key, value, pid, ip)
                     continue
-                # self._merge inlined for bulk values (no space, TAB or LF in them): 5% of who
+                # self._merge inlined for bulk values (no space, TAB or LF in them): 5% of who. A
+                # substring test first: only a pid or IP found in the text is looked for as a word.
                 pid_text, _, ip_text = value.partition("\t")
-                pid, ip = pids[row], ips[row]
-                if pid == pid_text or (" " in pid_text and pid in pid_text.split(" ")):
+                if pid in pid_text and pid in pid_text.split(" "):
                     extra[key] = extra.get(key, 0) + 1
                 else:
                     pid_text = f"{pid_text} {pid}"
-                if ip and ip != ip_text and not (" " in ip_text and ip in ip_text.split(" ")):
+                if ip and not (ip in ip_text and ip in ip_text.split(" ")):
                     ip_text = f"{ip_text} {ip}" if ip_text else ip
                 groups[key] = f"{pid_text}\t{ip_text}"
         if refcounts is not None:
@@ -178,13 +178,13 @@ class Groups:
 
     def rows(self, filter_: Filter) -> Iterator[list[Sequence[str]]]:
         """The rows in first-seen order, as column blocks; a group is kept if any IP is in the network."""
-        items = iter(self.groups.items())
-        while chunk := list(islice(items, _CHUNK)):
-            keys, values = zip(*chunk, strict=True)
+        all_keys, all_values = iter(self.groups), iter(self.groups.values())  # the same order
+        while keys := list(islice(all_keys, _CHUNK)):
+            values = list(islice(all_values, _CHUNK))
             if filter_.network is not None or set(map(type, values)) != {str}:  # Groups (tuple keys too)
                 columns = self._rows_one_by_one(keys, values, filter_)
             else:
-                columns = self._rows_in_bulk(keys, values)
+                columns = self._rows_in_bulk(keys, cast("list[str]", values))  # all texts, checked above
             if columns[0]:
                 yield columns
 
@@ -194,16 +194,7 @@ class Groups:
         users, services = fields[0::2], fields[1::2]
         fields = ("(" + "\t".join(values).replace("\t", ")\t(") + ")").split("\t")
         pids, ips = fields[0::2], fields[1::2]
-        counts = ["1"] * len(keys)
-        more = list(compress(range(len(keys)), map(str.__contains__, pids, repeat(" "))))
-        # list.__setitem__ returns None: any() runs each assignment
-        any(
-            map(
-                counts.__setitem__,
-                more,
-                map(str, map(add, map(str.count, map(pids.__getitem__, more), repeat(" ")), repeat(1))),
-            )
-        )
+        counts = list(map(_COUNTS.__getitem__, map(str.count, pids, repeat(" "))))  # pids in a text
         if self.extra:
             extra = self.extra
             for row in compress(count(), map(extra.__contains__, keys)):
