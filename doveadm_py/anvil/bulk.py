@@ -14,7 +14,7 @@ through the reference parsers line by line. So lines with escapes, extra or miss
 same, in dump order: :meth:`BulkParser.pieces` yields column blocks (:class:`V1Columns`,
 :class:`V2Columns`) and lists of records, which together are the reference parsers' records.
 
-Invalid lines behave as in :class:`~doveadm_py.anvil.client.ConnectDump`: 2.3 reports them to
+Invalid lines behave as in :class:`~doveadm_py.anvil.dump.ConnectDump`: 2.3 reports them to
 ``on_invalid`` and goes on; 2.4 yields what came before and raises :class:`AnvilProtocolError`.
 """
 
