@@ -68,7 +68,10 @@ def test_dry_run_lists_what_the_kick_kicks(server: DovecotInstance) -> None:
         assert services == ["imap", "imap", "imap", "imap-login"]  # the proxied login is two sessions
         assert direct.wait_for_disconnects([], timeout=1, settle=0.3) == set()
         code, out, err = dvadm_kick(server, "*")
-        assert (code, out, err) == (0, b"%d connections kicked\n" % len(rows), b"")
+        # anvil's own count: the proxied login's backend session may end (its proxy just went) before
+        # anvil reaches it, and is then not counted (seen once in 2.4.5 under load): one less.
+        assert (code, err) == (0, b"")
+        assert out in {b"%d connections kicked\n" % n for n in (len(rows), len(rows) - 1)}, out
         assert direct.wait_for_disconnects(DIRECT, timeout=10) == set(DIRECT)
         assert proxied.wait_for_disconnects(PROXIED, timeout=10) == set(PROXIED)
 
