@@ -617,3 +617,16 @@ def test_groups_with_ips_a_text_cannot_hold() -> None:
             for s in sessions:
                 groups.add(s.username, s.service, str(s.pid), s.ip)
         assert [row for columns in groups.rows(Filter()) for row in zip(*columns, strict=True)] == want
+
+
+def test_groups_tell_a_pid_or_ip_from_a_part_of_another() -> None:
+    """A pid or IP that is a substring of one already listed (12 in 112, 10.0.0.1 in 10.0.0.12) is new."""
+    pids = [112, 12, 1, 12, 2112]
+    ips = ["10.0.0.12", "10.0.0.1", "0.0.1", "10.0.0.1", "::1"]
+    sessions = [Session("u", "imap", pid, ip) for pid, ip in zip(pids, ips, strict=True)]
+    groups = Groups()
+    for s in sessions:  # one session per block: every later one is merged into the group's text
+        groups.add_columns([s.username], [s.service], [str(s.pid)], [s.ip])
+    got = [row for columns in groups.rows(Filter()) for row in zip(*columns, strict=True)]
+    assert got == list(reference_aggregate(2, sessions, Filter()))
+    assert got == [("u", "5", "imap", "(112 12 1 2112)", "(10.0.0.12 10.0.0.1 0.0.1 ::1)")]
