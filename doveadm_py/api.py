@@ -16,7 +16,8 @@ Stable names (semantic versioning applies to them):
 - global options and settings: :class:`GlobalOptions`, :class:`Settings`
 - output: :class:`Header`, :class:`Formatter`, :func:`load_formatter`
 - masks: :class:`Filter`, :func:`parse_masks`, :func:`parse_net_range`,
-  :func:`parse_netmask`, :func:`canonical_ip`, :func:`wildcard_match_icase`
+  :func:`parse_netmask` (both give a :class:`Network`), :func:`canonical_ip`,
+  :func:`wildcard_match_icase`
 - anvil: :class:`AnvilClient`, :class:`AnvilError`, :class:`AnvilProtocolError`,
   :class:`KickRequest`, :class:`SessionV1`, :class:`SessionV2`, :class:`PenaltyRecord`
 - Dovecot's tab escaping, for transports of one's own: :func:`split_tabescaped`,
@@ -56,6 +57,7 @@ _WHERE = {
     "parse_net_range": "doveadm_py.masks",
     "wildcard_match_icase": "doveadm_py.masks",
     "parse_netmask": "doveadm_py.netmask",
+    "Network": "doveadm_py.netmask",
     "canonical_ip": "doveadm_py.netmask",
     "add_socket_path_argument": "doveadm_py.transport.options",
     "AGGREGATED_V1": "doveadm_py.sessionview",
@@ -170,6 +172,9 @@ if TYPE_CHECKING:  # what type checkers see (explicit re-exports); at run time, 
     )
     from doveadm_py.masks import (
         wildcard_match_icase as wildcard_match_icase,
+    )
+    from doveadm_py.netmask import (
+        Network as Network,
     )
     from doveadm_py.netmask import (
         canonical_ip as canonical_ip,

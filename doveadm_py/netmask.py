@@ -224,9 +224,10 @@ def parse_net_range(text: str, protocol: int = 1) -> Network | None:
     return Network(family, packed, bits, scope)
 
 
-def parse_netmask(text: str) -> Network | None:
-    """``doveadm penalty``'s mask: a range or UsageError; None for ``/0``, which disables filtering."""
-    network = parse_net_range(text)
+def parse_netmask(text: str, protocol: int = 1) -> Network | None:
+    """``doveadm penalty``'s mask as Dovecot 2.3 (``protocol=1``) or 2.4 (``2``) reads it: a range or
+    UsageError; None for ``/0``, which disables filtering."""
+    network = parse_net_range(text, protocol)
     if network is None:
         raise UsageError(f"Invalid netmask '{text}' given")
     return network if network.bits else None

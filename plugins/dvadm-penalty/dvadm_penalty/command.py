@@ -18,7 +18,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from doveadm_py.api import DvadmCommand, Header, add_socket_path_argument, canonical_ip, parse_netmask
+from doveadm_py.api import (
+    DvadmCommand,
+    Header,
+    Network,
+    UsageError,
+    add_socket_path_argument,
+    canonical_ip,
+    parse_netmask,
+)
 
 if TYPE_CHECKING:
     from doveadm_py.api import PenaltyRecord
@@ -73,13 +81,18 @@ malformed reply line (Read invalid penalty line: <line>).""",
         )
 
     def take_action(self, parsed_args: argparse.Namespace) -> int:
-        # A bad mask is a usage error before anything is sent to anvil.
-        network = None if parsed_args.netmask is None else parse_netmask(parsed_args.netmask)
+        # A mask bad to both generations is a usage error before anything is sent to anvil; one that
+        # only 2.4 takes (a scoped fe80::1%lo/64) is settled once the server's generation is known.
+        readings = netmask_readings(parsed_args.netmask)
         servers = self.remote_servers(parsed_args)
         if servers is not None:
-            return self.fleet_penalty(servers, None if network is None else network.contains)
+            usable = next((r for r in readings.values() if not isinstance(r, UsageError)), None)
+            return self.fleet_penalty(servers, None if usable is None else usable.contains)
         with self.local_transport(parsed_args.socket_path) as anvil:
             records = anvil.penalties()  # the request is sent here: the protocol is settled
+            network = readings[anvil.protocol]
+            if isinstance(network, UsageError):
+                raise network
             rows = penalty_rows(records, None if network is None else network.contains)
             self.emit(HEADERS, rows, generation=anvil.protocol)
         return 0
@@ -96,6 +109,19 @@ malformed reply line (Read invalid penalty line: <line>).""",
         ]
         self.emit_merged(parts)
         return self.report_failures(answers)
+
+
+def netmask_readings(text: str | None) -> dict[int, Network | UsageError | None]:
+    """The mask as 2.3 (1) and 2.4 (2) read it (None: no filter); UsageError now if wrong to both."""
+    readings: dict[int, Network | UsageError | None] = {}
+    for protocol in (1, 2):
+        try:
+            readings[protocol] = None if text is None else parse_netmask(text, protocol)
+        except UsageError as err:
+            readings[protocol] = err
+    if isinstance(readings[1], UsageError) and isinstance(readings[2], UsageError):
+        raise readings[1]
+    return readings
 
 
 def penalty_rows(

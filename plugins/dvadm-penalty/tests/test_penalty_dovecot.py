@@ -88,3 +88,18 @@ def test_bad_netmask_exit_code_and_message(penalised: DovecotInstance) -> None:
     assert ours.returncode == theirs.returncode == 64
     message = b"Invalid netmask '127.0.0.1/33' given"
     assert message in ours.stderr and message in theirs.stderr
+
+
+@pytest.mark.dovecot
+@pytest.mark.usefixtures("penalty_plugin")
+def test_scoped_netmask_as_the_servers_doveadm_reads_it(penalised: DovecotInstance) -> None:
+    """``fe80::1%lo/64``: a network to 2.4 (no penalised IP in it), a bad netmask to 2.3."""
+    ours = run_dvadm(*penalised.dvadm_args(), "penalty", "fe80::1%lo/64")
+    theirs = penalised.doveadm("penalty", "fe80::1%lo/64")
+    assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout)
+    if penalised.server.generation == 1:
+        assert ours.returncode == 64 and b"Invalid netmask 'fe80::1%lo/64' given" in ours.stderr
+        assert b"Invalid netmask 'fe80::1%lo/64' given" in theirs.stderr
+    else:
+        assert ours.returncode == 0
+        assert ours.stdout.split() == [b"IP", b"penalty", b"last_penalty", b"last_update"]
