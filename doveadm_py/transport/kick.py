@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..commands.kick.report import DRY_RUN, KICKED, NONE, WARNING, KickReport
 from ..commands.kick.v1 import NEEDS_24, group_by_pid, sorted_names
@@ -22,6 +22,9 @@ from ..masks import Filter
 from ..output import Header
 from ..sessionview import select_sessions, separate_headers, separate_rows
 from .http import HttpTransport, RemoteError
+
+if TYPE_CHECKING:
+    from ..commands.kick import Kick
 
 HEADERS = (
     Header("server", "server"),
@@ -145,7 +148,7 @@ def _kick_v1(
     return KickReport(1, KICKED, users=sorted_names(kicked), count=connections)
 
 
-def fleet_kick(cmd: Any, args: argparse.Namespace) -> int:
+def fleet_kick(cmd: Kick, args: argparse.Namespace) -> int:
     """Kick on every ``-S`` server at once; one row per server and a total, or the dry run's sessions.
 
     Each server's kick (or failure) gets its audit line. Exit: 75 if a server failed; else 68
@@ -157,6 +160,7 @@ def fleet_kick(cmd: Any, args: argparse.Namespace) -> int:
 
     filter_, dest_host = validate(args)
     servers = cmd.remote_servers(args)
+    assert servers is not None  # Kick calls this only with -S targets
     answers = cmd.ask_servers(servers, lambda server: kick_server(server, filter_, dest_host, args))
     done = [(a.name, a.value) for a in answers if isinstance(a, Answer)]
     for answer in answers:
