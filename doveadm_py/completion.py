@@ -86,8 +86,10 @@ def completion_parser(app: DvadmApp) -> argparse.ArgumentParser:
             continue
         for depth in range(1, len(words)):  # "user count": a "user" parser with its own subcommands
             prefix = words[:depth]
-            if prefix not in groups:
-                parent = parsers.get(prefix) or groups[prefix[:-1]].add_parser(prefix[-1], add_help=False)
+            if prefix not in groups:  # shtab offers only subparsers that have a help text
+                parent = parsers.get(prefix) or groups[prefix[:-1]].add_parser(
+                    prefix[-1], add_help=False, help=f"the '{' '.join(prefix)} ...' commands"
+                )
                 parsers[prefix] = parent
                 groups[prefix] = parent.add_subparsers(dest=f"command{depth}", metavar="command")
         summary = (factory.__doc__ or "").strip().split("\n", 1)[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,42 @@ def test_zsh_completes_commands_formatters_options_and_servers(zsh_script: Path,
     assert {"who", "kick", "help", "complete"} <= set(lines[5].split()[1:])
     assert "--separate-connections" in lines[6].split()[4:]
     assert lines[7:] == ["dvadm who -S all backends mail1 mail2 ", "dvadm kick -S mail1 mail2 "]
+
+
+def nested_script(shell: str) -> str:
+    """The script with two-word commands installed (as a plugin's ``proxy list``): ``user count``
+    and ``user kick``, dvadm's own who and kick under other names."""
+    import shtab
+
+    from doveadm_py.app import DvadmApp
+    from doveadm_py.completion import completion_parser
+    from doveadm_py.loader import COMMAND_GROUP
+
+    app = DvadmApp()
+    for name, target in (
+        ("user count", "doveadm_py.commands.who:Who"),
+        ("user kick", "doveadm_py.commands.kick:Kick"),
+    ):
+        app.command_manager.commands[name] = EntryPoint(name.replace(" ", "_"), target, COMMAND_GROUP)
+    return shtab.complete(completion_parser(app), shell=shell)
+
+
+def test_two_word_commands_complete_in_bash_and_zsh(tmp_path: Path) -> None:
+    """A plugin's two-word command: its first word is offered with the others, then its second."""
+    bash = tmp_path / "dvadm.bash"
+    bash.write_text(nested_script("bash"))
+    assert complete_in_bash(bash, "dvadm us") == ["user"]
+    assert complete_in_bash(bash, "dvadm user ") == ["count", "kick"]
+    assert complete_in_bash(bash, "dvadm user kick --d") == ["--dest-host", "--dry-run"]
+    zsh = tmp_path / "fpath" / "_dvadm"
+    zsh.parent.mkdir()
+    zsh.write_text(nested_script("zsh"))
+    every = "\t\x18a"
+    assert complete_in_zsh(zsh, "dvadm us\t", "dvadm user " + every, "dvadm user kick --d" + every) == [
+        "dvadm user ",
+        "dvadm user count kick ",
+        "dvadm user kick --dest-host --dry-run ",
+    ]
 
 
 def test_zsh_script_parses_and_names_everything(tmp_path: Path) -> None:
