@@ -137,11 +137,16 @@ class Groups:
         values = list(map("\t".join, zip(pids, ips, strict=True)))
         found = list(map(self.groups.setdefault, keys, values))
         if found != values:  # identical objects compare equal without a character compared
-            groups, extra = self.groups, self.extra
-            for key, pid, ip in compress(zip(keys, pids, ips, strict=True), map(is_not, found, values)):
-                value = groups[key]
+            # A group's value is what setdefault found, or what this block merged into it since:
+            # kept in a small dict and written back at once, the big one is read and written once.
+            merged: dict[str, str | Group] = {}
+            current, extra = merged.get, self.extra
+            repeats = zip(keys, found, pids, ips, strict=True)
+            for key, value, pid, ip in compress(repeats, map(is_not, found, values)):
+                value = current(key, value)
                 if type(value) is not str or len(value) >= _LONG:
                     self._merge(key, value, pid, ip)
+                    merged[key] = self.groups[key]
                     continue
                 # self._merge inlined for bulk values (no space, TAB or LF in them): 5% of who. A
                 # substring test first: only a pid or IP found in the text is looked for as a word.
@@ -152,7 +157,8 @@ class Groups:
                     pid_text = f"{pid_text} {pid}"
                 if ip and not (ip in ip_text and ip in ip_text.split(" ")):
                     ip_text = f"{ip_text} {ip}" if ip_text else ip
-                groups[key] = f"{pid_text}\t{ip_text}"
+                merged[key] = f"{pid_text}\t{ip_text}"
+            self.groups.update(merged)
         if refcounts is not None:
             extra = self.extra
             for row in compress(count(), map(int.__ne__, refcounts, repeat(1))):
