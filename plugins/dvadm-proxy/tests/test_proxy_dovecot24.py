@@ -104,11 +104,12 @@ def test_proxy_kick_is_doveadm_24s(server: ProxyDovecot, dvadm: RunDvadm, args: 
         assert closed <= expected and not direct_closed
     else:
         assert closed | direct_closed == expected
-    if "*" not in args[0]:
+    if args[0] == "-h" or not expected:
         assert theirs.stdout == ours.stdout
     else:
-        # A wildcard kicks session by session; a proxy whose backend went first has nothing left
-        # to count, so the sum depends on the order the kicks land in (dvadm pipelines them).
+        # A proxied login and its backend kicked together: whichever anvil reaches second may be gone
+        # already (ended with the other), so the sum depends on the order the kicks land in (dvadm
+        # pipelines them; seen for a wildcard and, under load, for -f): the same sessions close.
         for out in (ours.stdout, theirs.stdout):
             count = int(out.removesuffix(b" connections kicked\n"))
             assert 1 <= count <= 2 * len(expected)
