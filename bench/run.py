@@ -439,7 +439,7 @@ class Bench:
                 out_p == out_s and out_p.endswith("connections kicked"),
                 f"{out_p!r} vs {out_s!r}",
             )
-            # One KICK-USER per session with a GUID: not the simulator's lmtp deliveries (1 in 20).
+            # One KICK-USER per session anvil can kick: not the lmtp deliveries (kick type N, 1 in 20).
             self.report.check(
                 "kick: same requests",
                 kicks_p == kicks_s and len(kicks_p) > k // 2,
