@@ -235,6 +235,17 @@ class DvadmCommand(Command):
 
         return LocalTransport(self.anvil(socket_path))
 
+    def local_generation(self, socket_path: str | None = None) -> int:
+        """The local anvil's protocol generation, made certain without reading a session (2.3: one
+        PENALTY-DUMP); 1 when anvil cannot be reached. For words that differ by generation."""
+        from .anvil import AnvilError
+
+        try:
+            with self.local_transport(socket_path) as anvil:
+                return anvil.client.confirm_protocol()
+        except AnvilError:
+            return 1
+
     def remote_servers(self, parsed_args: argparse.Namespace) -> list[HttpTransport | ServerFailure] | None:
         """Transports for the ``-S`` targets (see :mod:`doveadm_py.transport.fleet`), or None for
         the local anvil. Each is an ``HttpTransport`` or a ``ServerFailure`` (e.g. its secret file

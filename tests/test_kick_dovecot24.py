@@ -131,3 +131,16 @@ def test_alt_username_and_proxy_destination(
     if expected is not None:
         assert ours_gone == set(expected)
         assert ours.stdout == f"{len(expected)} connections kicked\n".encode()
+
+
+def test_two_networks_in_doveadm_24s_words(server: DovecotInstance) -> None:
+    """2.4 logs it on the command's event: "Error: cmd kick: Multiple network masks not supported".
+
+    doveadm 2.4.1 crashes here instead (SIGSEGV, seen on trixie's 2.4.1): dvadm gives 2.4.5's answer.
+    """
+    args = ("jane", "10.0.0.0/8", "10.0.0.0/16")
+    ours = dvadm_kick(server, *args)
+    assert ours == (64, b"", b"Error: cmd kick: Multiple network masks not supported\n")
+    theirs = server.doveadm("kick", *args)
+    if theirs.returncode >= 0:  # not killed by a signal
+        assert (theirs.returncode, theirs.stdout, theirs.stderr) == ours

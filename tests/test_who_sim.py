@@ -413,13 +413,16 @@ def test_bad_network_masks_exit_64_before_connecting(masks: tuple[str, ...]) -> 
         assert sim.accepted == 0
 
 
-@pytest.mark.parametrize(("protocol", "words"), [(1, ""), (2, "cmd who: ")])
-def test_two_networks_in_the_servers_words_without_a_dump(protocol: int, words: str) -> None:
+@pytest.mark.parametrize("command", [("who",), ("kick", "jane")])
+@pytest.mark.parametrize("protocol", [1, 2])
+def test_two_networks_in_the_servers_words_without_a_dump(protocol: int, command: tuple[str, ...]) -> None:
+    """doveadm 2.4 words it on its command's event ("cmd kick: ..."); nothing is dumped or kicked."""
+    words = f"cmd {command[0]}: " if protocol == 2 else ""
     with AnvilSimulator(protocol, sessions=SIX) as sim:
-        result = dvadm(sim, "who", "10.0.0.0/8", "192.0.2.0/24")
+        result = dvadm(sim, *command, "10.0.0.0/8", "192.0.2.0/24")
         assert (result.code, result.out) == (64, "")
         assert result.err == f"Error: {words}Multiple network masks not supported\n"
-        assert b"CONNECT-DUMP" not in sim.requests
+        assert b"CONNECT-DUMP" not in sim.requests and sim.kicks == []
 
 
 IP_SESSIONS = [

@@ -60,7 +60,8 @@ class Who(DvadmCommand):
         try:
             filter_ = parse_masks(parsed_args.masks)
         except ReadingsError as err:  # worded apart by 2.3 and 2.4: as the local server's doveadm
-            raise err.for_protocol(self._generation(parsed_args, servers), self.cmd_name or "who") from None
+            generation = 1 if servers is not None else self.local_generation(parsed_args.socket_path)
+            raise err.for_protocol(generation, self.cmd_name or "who") from None
         if servers is not None:
             return self.fleet_who(servers, filter_, parsed_args)
         with self.local_transport(parsed_args.socket_path) as anvil:
@@ -85,18 +86,6 @@ class Who(DvadmCommand):
         guard.raise_if_failed()
         self.hint_formatter_as_field(parsed_args.passdb_field, dump.alt_fields)
         return 0
-
-    def _generation(self, parsed_args: argparse.Namespace, servers: list[Any] | None) -> int:
-        """The local server's protocol generation (no session is read); 1 when unknowable (-S, no anvil)."""
-        from ..anvil import AnvilError
-
-        if servers is not None:
-            return 1
-        try:
-            with self.local_transport(parsed_args.socket_path) as anvil:
-                return anvil.client.confirm_protocol()
-        except AnvilError:
-            return 1
 
     def fleet_who(self, servers: list[Any], filter_: Filter, parsed_args: argparse.Namespace) -> int:
         """Every server's full session list, filtered, aggregated and formatted here, per server."""

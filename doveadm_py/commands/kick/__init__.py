@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...command import DvadmCommand
 from ...errors import DoveadmError, TempFailError, UsageError
-from ...masks import Filter, parse_masks
+from ...masks import CommandEventError, Filter, ReadingsError, parse_masks
 from ...netmask import canonical_ip
 from ...transport.options import add_socket_path_argument
 
@@ -76,7 +76,10 @@ class Kick(DvadmCommand):
 
     def run_kick(self, parsed_args: argparse.Namespace) -> KickReport:
         """Check the command line, kick (or dry-run) and return what happened; prints nothing."""
-        filter_, dest_host = validate(parsed_args)
+        try:
+            filter_, dest_host = validate(parsed_args)
+        except ReadingsError as err:  # worded apart by 2.3 and 2.4: as the local server's doveadm
+            raise err.for_protocol(self.local_generation(parsed_args.socket_path), "kick") from None
         with self.local_transport(parsed_args.socket_path) as anvil:
             self.server = anvil.path
             return anvil.kick(filter_, dest_host, parsed_args)
@@ -126,9 +129,11 @@ def settle(filter_: Filter, protocol: int, args: argparse.Namespace, dump: Any) 
         settled = filter_.for_protocol(protocol)
         if settled is not filter_:
             check_filter(settled, args)
-    except UsageError:
+    except UsageError as err:
         if dump is not None:
             dump.close()
+        if isinstance(err, CommandEventError):  # 2.4 words it with the command's prefix
+            raise err.for_command("kick") from None
         raise
     return settled
 
