@@ -137,8 +137,8 @@ class Groups:
         values = list(map("\t".join, zip(pids, ips, strict=True)))
         found = list(map(self.groups.setdefault, keys, values))
         if found != values:  # identical objects compare equal without a character compared
-            # A group's value is what setdefault found, or what this block merged into it since:
-            # kept in a small dict and written back at once, the big one is read and written once.
+            # A group's value is what setdefault found, or what this block merged into it since,
+            # kept in a small dict and written back at once: no big-dict lookup per repeated session.
             merged: dict[str, str | Group] = {}
             current, extra = merged.get, self.extra
             repeats = zip(keys, found, pids, ips, strict=True)
