@@ -2,8 +2,9 @@
 
 The script knows the global options (``-f`` completes the installed formatters' names, ``-c``
 files), every installed command (a plugin's multi-word name nests: ``user count``) with its own
-options, and asks ``dvadm complete --servers`` for ``-S`` targets (the fleet file's servers and
-groups, read when the user presses TAB). Only this command imports shtab; start-up is untouched.
+options (``help`` completes command names), and asks ``dvadm complete --servers`` for ``-S``
+targets (the fleet file's servers and groups, read when the user presses TAB). Only this
+command imports shtab; start-up is untouched.
 """
 
 from __future__ import annotations
@@ -99,7 +100,9 @@ def completion_parser(app: DvadmApp) -> argparse.ArgumentParser:
         )
         parsers[words] = parser
         for action in parser._actions:
-            if "-S" in action.option_strings:
+            if name == "help" and not action.option_strings:  # help COMMAND: the commands' first words
+                action.choices = sorted({other.split()[0] for other in manager.names()})
+            elif "-S" in action.option_strings:
                 action.complete = shtab.cmd("dvadm complete --servers")  # type: ignore[attr-defined]
             elif "-a" in action.option_strings:
                 action.complete = shtab.FILE  # type: ignore[attr-defined]

@@ -61,6 +61,8 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
 def test_bash_completes_commands_formatters_and_options(bash_script: Path) -> None:
     assert {"who", "kick", "help", "complete"} <= set(complete_in_bash(bash_script, "dvadm "))
     assert complete_in_bash(bash_script, "dvadm ki") == ["kick"]
+    assert complete_in_bash(bash_script, "dvadm help ki") == ["kick"]
+    assert {"who", "kick", "complete"} <= set(complete_in_bash(bash_script, "dvadm help "))
     assert complete_in_bash(bash_script, "dvadm -f ") == [
         "flow",
         "formatted",
@@ -151,6 +153,7 @@ def test_zsh_completes_commands_formatters_options_and_servers(zsh_script: Path,
         "dvadm -f json who -" + every,
         "dvadm who -S " + every,
         "dvadm kick -S ma\t" + every,  # TAB inserts "il", the second lists
+        "dvadm help ki\t",
         env={"DVADM_FLEET": str(fleet)},
     )
     assert lines[:5] == [
@@ -162,7 +165,11 @@ def test_zsh_completes_commands_formatters_options_and_servers(zsh_script: Path,
     ]
     assert {"who", "kick", "help", "complete"} <= set(lines[5].split()[1:])
     assert "--separate-connections" in lines[6].split()[4:]
-    assert lines[7:] == ["dvadm who -S all backends mail1 mail2 ", "dvadm kick -S mail1 mail2 "]
+    assert lines[7:] == [
+        "dvadm who -S all backends mail1 mail2 ",
+        "dvadm kick -S mail1 mail2 ",
+        "dvadm help kick ",
+    ]
 
 
 def nested_script(shell: str) -> str:
@@ -190,6 +197,7 @@ def test_two_word_commands_complete_in_bash_and_zsh(tmp_path: Path) -> None:
     assert complete_in_bash(bash, "dvadm us") == ["user"]
     assert complete_in_bash(bash, "dvadm user ") == ["count", "kick"]
     assert complete_in_bash(bash, "dvadm user kick --d") == ["--dest-host", "--dry-run"]
+    assert complete_in_bash(bash, "dvadm help us") == ["user"]
     zsh = tmp_path / "fpath" / "_dvadm"
     zsh.parent.mkdir()
     zsh.write_text(nested_script("zsh"))
