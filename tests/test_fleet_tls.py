@@ -7,8 +7,6 @@ the system CAs it is not (exit 75, the TLS reason named).
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,35 +15,10 @@ import pytest
 from doveadm_py.testing import cli
 from doveadm_py.testing.dovecot import DovecotInstance, free_port
 from doveadm_py.testing.fixtures import require_dovecot
-from doveadm_py.testing.fleet import http_api_conf, write_fleet
+from doveadm_py.testing.fleet import http_api_conf, make_certificates, write_fleet
 from doveadm_py.testing.imap import open_sessions
 
 KEY = "tls-fleet-Key-3e51"
-
-
-def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a certificate for 127.0.0.1 signed by it (openssl CLI): (ca, cert, key)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("the openssl command is needed to make the test certificates")
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], cwd=directory, check=True, capture_output=True, timeout=60)
-
-    # Extensions as Python 3.13's strict verification (VERIFY_X509_STRICT) requires them.
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-        "-subj", "/CN=dvadm test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-        "-subj", "/CN=127.0.0.1")  # fmt: skip
-    (directory / "ext").write_text(
-        "subjectAltName=IP:127.0.0.1\nauthorityKeyIdentifier=keyid,issuer\nsubjectKeyIdentifier=hash\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
-    )
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "server.pem", "-days", "2", "-extfile", "ext")  # fmt: skip
-    (directory / "server.key").chmod(0o600)
-    return directory / "ca.pem", directory / "server.pem", directory / "server.key"
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Fleet test helpers: Dovecot's doveadm HTTP listener config, fleet files, and fake API servers.
 
 :func:`http_api_conf` is the ``extra_conf`` that gives a :class:`DovecotInstance` its doveadm
-HTTP API; :func:`write_fleet` writes a fleet file with 0600 key files. :class:`FakeApiServer`
+HTTP API; :func:`write_fleet` writes a fleet file with 0600 key files, :func:`make_certificates` a CA and
+a certificate for 127.0.0.1. :class:`FakeApiServer`
 answers like Dovecot 2.3's API with canned sessions after a delay, or misbehaves (``fault``:
 ``"hang"`` accepts and never answers, ``"garbage"`` sends invalid JSON, ``"500"``, ``"401"``,
 ``"close"`` closes without an answer, ``"drip"`` sends a byte every 0.1 s), or sends
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -57,6 +60,31 @@ def write_fleet(directory: Path, servers: Mapping[str, Mapping[str, Any]], defau
     path = directory / "fleet.toml"
     path.write_text("\n\n".join(parts) + "\n")
     return path
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a certificate for 127.0.0.1 signed by it (openssl CLI): (ca, cert, key)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("the openssl command is needed to make the test certificates")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=directory, check=True, capture_output=True, timeout=60)
+
+    # Extensions as Python 3.13's strict verification (VERIFY_X509_STRICT) requires them.
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=dvadm test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=127.0.0.1")  # fmt: skip
+    (directory / "ext").write_text(
+        "subjectAltName=IP:127.0.0.1\nauthorityKeyIdentifier=keyid,issuer\nsubjectKeyIdentifier=hash\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+    )
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "2", "-extfile", "ext")  # fmt: skip
+    (directory / "server.key").chmod(0o600)
+    return directory / "ca.pem", directory / "server.pem", directory / "server.key"
 
 
 class FakeApiServer:
