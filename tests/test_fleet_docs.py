@@ -245,3 +245,28 @@ def test_the_documented_fleet_example_works_as_written(example: Example, doc: Pa
                 ], argv
                 assert rows[-1] == ["total", str(len(matches))], argv
                 assert disconnected(groups, kicked) == kicked, argv
+
+
+def test_the_documented_allowed_commands_refuse_others(example: Example) -> None:
+    """``doveadm_allowed_commands = who,kick,penalty`` (as written) lets dvadm's commands through
+    on both generations and refuses the rest, which dvadm names in one line."""
+    from doveadm_py.transport.http import Credentials, HttpTransport, RemoteError
+
+    for name, credentials in (
+        ("backend1", Credentials(api_key=KEY)),
+        ("backend2", Credentials(password=PASSWORD)),
+    ):
+        scheme = "https" if name == "backend1" else "http"
+        server = HttpTransport(
+            name, f"{scheme}://127.0.0.1:{example.ports[name]}", credentials, ca_file=str(example.ca)
+        )
+        try:
+            assert server.command("penalty", {}) == []
+            with pytest.raises(RemoteError) as caught:
+                server.command("mailboxList", {"user": "jane"})
+        finally:
+            server.close()
+        assert (
+            caught.value.message
+            == f"{name}: the server does not allow mailboxList (doveadm_allowed_commands)"
+        )

@@ -163,6 +163,8 @@ class HttpTransport:
             error = result[1]
             if error.get("type") == "exitCode":
                 raise RemoteExitCode(self.name, name, error.get("exitCode"))
+            if error.get("type") == "unAuthorized":  # 2.3 and 2.4: not in doveadm_allowed_commands
+                raise RemoteError(f"{self.name}: the server does not allow {name} (doveadm_allowed_commands)")
             raise RemoteError(f"{self.name}: {name} failed on the server: {_short(error)}")
         well_formed = kind == "doveadmResponse" and len(result) == 3 and result[2] == tag
         if not well_formed or not isinstance(result[1], list):
