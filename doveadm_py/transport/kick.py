@@ -42,10 +42,14 @@ def kick_server(
     of the users the server reports kicked), ``users`` who they belonged to.
     """
     from ..commands.kick import settle
+    from ..masks import CommandEventError
 
     dump = server.sessions()
     sessions = list(dump)
-    filter_ = settle(filter_, dump.protocol, args, None)  # masks as this server's generation reads them
+    try:
+        filter_ = settle(filter_, dump.protocol, args, None)  # masks as this server's generation reads them
+    except CommandEventError as err:
+        raise err.for_command("kick") from None
     if dump.protocol == 1:
         return _kick_v1(server, sessions, filter_, dest_host, args)
     field = args.passdb_field

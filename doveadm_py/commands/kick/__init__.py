@@ -76,13 +76,17 @@ class Kick(DvadmCommand):
 
     def run_kick(self, parsed_args: argparse.Namespace) -> KickReport:
         """Check the command line, kick (or dry-run) and return what happened; prints nothing."""
+        command = self.cmd_name or "kick"  # as typed (a plugin's "proxy kick"): 2.4 names its event so
         try:
             filter_, dest_host = validate(parsed_args)
         except ReadingsError as err:  # worded apart by 2.3 and 2.4: as the local server's doveadm
-            raise err.for_protocol(self.local_generation(parsed_args.socket_path), "kick") from None
+            raise err.for_protocol(self.local_generation(parsed_args.socket_path), command) from None
         with self.local_transport(parsed_args.socket_path) as anvil:
             self.server = anvil.path
-            return anvil.kick(filter_, dest_host, parsed_args)
+            try:
+                return anvil.kick(filter_, dest_host, parsed_args)
+            except CommandEventError as err:  # settled by the server's generation: 2.4's words
+                raise err.for_command(command) from None
 
     def audit(self, args: argparse.Namespace, report: KickReport | None, error: Exception | None) -> None:
         """One syslog line per kick and per refused or failed kick (dry runs are not logged)."""
@@ -124,16 +128,17 @@ def validate(args: argparse.Namespace) -> tuple[Filter, str | None]:
 
 
 def settle(filter_: Filter, protocol: int, args: argparse.Namespace, dump: Any) -> Filter:
-    """The masks as the server's generation reads them, checked again (``fe80::1%eth0``)."""
+    """The masks as the server's generation reads them, checked again (``fe80::1%eth0``).
+
+    A :class:`CommandEventError` is raised unworded: the caller knows the command's name.
+    """
     try:
         settled = filter_.for_protocol(protocol)
         if settled is not filter_:
             check_filter(settled, args)
-    except UsageError as err:
+    except UsageError:
         if dump is not None:
             dump.close()
-        if isinstance(err, CommandEventError):  # 2.4 words it with the command's prefix
-            raise err.for_command("kick") from None
         raise
     return settled
 

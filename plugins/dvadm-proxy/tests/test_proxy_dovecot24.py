@@ -113,3 +113,22 @@ def test_proxy_kick_is_doveadm_24s(server: ProxyDovecot, dvadm: RunDvadm, args: 
         for out in (ours.stdout, theirs.stdout):
             count = int(out.removesuffix(b" connections kicked\n"))
             assert 1 <= count <= 2 * len(expected)
+
+
+@pytest.mark.parametrize("command", ["kick", "list"])
+def test_two_networks_in_doveadm_24s_words(server: ProxyDovecot, dvadm: RunDvadm, command: str) -> None:
+    """doveadm 2.4.5: ``Error: cmd proxy kick: Multiple network masks not supported`` (the event is
+    named after the command as typed), exit 64. doveadm 2.4.1's proxy kick crashes here (SIGSEGV,
+    seen on trixie): dvadm gives 2.4.5's answer on both."""
+    args = ("proxy", command, "jane", "10.0.0.0/8", "192.168.0.0/16")
+    proxied, direct = open_proxied_sessions(server, PROXIED[:1], DIRECT[:1])
+    with proxied, direct:
+        ours = dvadm(*server.dvadm_args(), *args)
+        theirs = server.doveadm(*args)
+        assert proxied.connected() == list(proxied) and direct.connected() == list(direct)
+    expected = (64, b"", f"Error: cmd proxy {command}: Multiple network masks not supported\n".encode())
+    assert (ours.returncode, ours.stdout, ours.stderr) == expected
+    if theirs.returncode >= 0:  # not killed by a signal
+        assert (theirs.returncode, theirs.stdout, theirs.stderr) == expected
+    else:
+        assert command == "kick" and (server.server.version() or "").startswith("2.4.1"), theirs

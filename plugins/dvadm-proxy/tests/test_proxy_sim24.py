@@ -149,3 +149,26 @@ def test_a_tcp_address_must_be_a_24_anvil(dvadm: RunDvadm) -> None:
         assert (proc.returncode, proc.stdout) == (64, b"")
         assert proc.stderr.startswith(f"Error: {sim.path} is no Dovecot 2.4 anvil; ".encode())
         assert sim.requests == []
+
+
+@pytest.mark.parametrize(
+    ("command", "masks"),
+    [
+        ("kick", ("jane", "10.0.0.0/8", "192.168.0.0/16")),
+        ("kick", ("192.0.2.0/24", "fe80::1%lo/64")),  # two networks to 2.4 only: refused once it greets
+        ("list", ("10.0.0.0/8", "192.168.0.0/16")),
+        ("list", ("192.0.2.0/24", "fe80::1%lo/64")),
+    ],
+)
+def test_two_networks_in_the_words_of_doveadm_24s_proxy_command(
+    dvadm: RunDvadm, command: str, masks: tuple[str, ...]
+) -> None:
+    """doveadm 2.4.5 logs it on its command's event, which is named as typed: ``cmd proxy kick: ...``."""
+    with AnvilSimulator(protocol=2, sessions=SESSIONS, alt_fields=["user_alias"]) as sim:
+        proc = dvadm("proxy", command, "-a", sim.path, *masks)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (
+            64,
+            b"",
+            f"Error: cmd proxy {command}: Multiple network masks not supported\n".encode(),
+        )
+        assert sim.kicks == []
