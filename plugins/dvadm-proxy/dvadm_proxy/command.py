@@ -265,8 +265,9 @@ Disconnects proxied sessions, as the server's own doveadm proxy kick does.
             "Exit status",
             """\
 0 success (also when nothing was kicked); 64 a bad command line (no user and no -h, -f without
-users, on 2.3 -f with -h, an empty user or host), nothing sent; 75 the socket is unreachable,
-the reply is an error, malformed or late.""",
+users, an empty user or host; on 2.3 -f with -h, and --dry-run, which 2.3 cannot answer
+truthfully: LIST-FULL shows the resolved backend IP, KICK-HOST matches the passdb host text),
+nothing sent; 75 the socket is unreachable, the reply is an error, malformed or late.""",
         ),
         ("See also", "dvadm(1), dvadm-proxy-list(1), dvadm-kick(1), doveadm-proxy(1)"),
     )

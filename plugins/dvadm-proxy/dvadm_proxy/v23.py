@@ -125,7 +125,11 @@ def check_kick_v23(args: argparse.Namespace) -> KickCommand:
     if args.force:
         raise UsageError("--force is for 'kick' on Dovecot 2.3 (mail processes); proxy kick has none")
     if args.dry_run:
-        raise UsageError("--dry-run needs Dovecot 2.4 for proxy kick (the 2.3 ipc kick has no listing of it)")
+        raise UsageError(
+            "proxy kick --dry-run needs Dovecot 2.4: Dovecot 2.3 cannot list what its proxy kick would "
+            "match (LIST-FULL shows the resolved backend IP, KICK-HOST matches the passdb host text); "
+            "nothing was kicked"
+        )
     values: list[str] = list(args.masks)
     if args.dest_host is not None:
         if args.passdb_field is not None:

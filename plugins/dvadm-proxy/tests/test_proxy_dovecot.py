@@ -139,3 +139,24 @@ def test_bad_input_kicks_nothing(server: ProxyDovecot, dvadm: RunDvadm) -> None:
             proc = dvadm(*config, "proxy", "kick", *args)
             assert (proc.returncode, proc.stdout) == (64, b""), proc.stderr
         assert proxied.connected() == list(proxied) and direct.connected() == list(direct)
+
+
+DRY_RUN_REFUSED = (
+    b"Error: proxy kick --dry-run needs Dovecot 2.4: Dovecot 2.3 cannot list what its proxy kick "
+    b"would match (LIST-FULL shows the resolved backend IP, KICK-HOST matches the passdb host text); "
+    b"nothing was kicked\n"
+)
+
+
+@pytest.mark.parametrize(
+    "args", [("jane",), ("-f", "user_alias", "shared"), ("-h", "127.0.0.1"), ("-h", SECOND_BACKEND)]
+)
+def test_dry_run_is_refused_before_anything_is_sent(
+    server: ProxyDovecot, dvadm: RunDvadm, args: tuple[str, ...]
+) -> None:
+    """A 2.3 kick cannot be previewed truthfully: one line, exit 64, every session stays."""
+    proxied, direct = open_proxied_sessions(server, PROXIED, DIRECT)
+    with proxied, direct:
+        proc = dvadm(*server.dvadm_args(), "proxy", "kick", "--dry-run", *args)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (64, b"", DRY_RUN_REFUSED)
+        assert proxied.connected() == list(proxied) and direct.connected() == list(direct)

@@ -216,7 +216,7 @@ def test_unreachable_socket(dvadm: RunDvadm, tmp_path: object) -> None:
         (("-h", "10.0.0.1\tjane"), b"Error: proxy kick -h: invalid host '10.0.0.1\\tjane'\n"),
         (("-f", "", "x"), b"Error: -f passdb_field must not be empty\n"),
         (("--force", "jane"), b"Error: --force is for 'kick' on Dovecot 2.3"),
-        (("--dry-run", "jane"), b"Error: --dry-run needs Dovecot 2.4"),
+        (("--dry-run", "jane"), b"Error: proxy kick --dry-run needs Dovecot 2.4: "),
         (("--bogus", "jane"), b"Error: dvadm proxy kick: unrecognized arguments: --bogus"),
         (("-S", "http://127.0.0.1:1", "jane"), b"Error: "),
     ],
