@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from who_helpers import FakeDump, reference_aggregate
 
 from doveadm_py.aggregation import Groups
-from doveadm_py.anvil import AnvilProtocolError, parse_v1_line, parse_v2_line
+from doveadm_py.anvil import AnvilProtocolError, parse_v1_line
 from doveadm_py.anvil.bulk import SMALL, BulkParser, V1Columns, V2Columns
 from doveadm_py.anvil.dump import DumpGuard
 from doveadm_py.anvil.escape import join_tabescaped
@@ -38,7 +39,6 @@ from doveadm_py.sessionview import (
     separate_rows,
 )
 
-LABEL = "/run/dovecot/anvil"
 SEEDS = range(120)
 
 # -- random dumps -------------------------------------------------------------------------------------------
@@ -227,40 +227,6 @@ def anomaly_dumps(protocol: int) -> Iterator[tuple[str, tuple[str, ...], list[li
 # -- the reference: record by record, as ConnectDump iterates ----------------------------------------------
 
 
-class FakeDump:
-    """A CONNECT-DUMP reply from given blocks: records one by one (reference) or pieces (bulk)."""
-
-    def __init__(self, protocol: int, alt_fields: tuple[str, ...], blocks: list[list[bytes]]) -> None:
-        self.protocol = protocol
-        self.alt_fields = alt_fields
-        self.blocks = blocks
-        self.path = LABEL
-        self.invalid: list[bytes] = []
-
-    def __iter__(self) -> Iterator[Any]:
-        for block in self.blocks:
-            for line in block:
-                if self.protocol == 1:
-                    try:
-                        yield parse_v1_line(line)
-                    except AnvilProtocolError:
-                        self.invalid.append(line)
-                    continue
-                try:
-                    yield parse_v2_line(line, len(self.alt_fields))
-                except AnvilProtocolError as e:
-                    raise AnvilProtocolError(f"{LABEL}: {e}") from None
-
-    def pieces(self) -> Iterator[Any]:
-        parser = BulkParser(
-            self.protocol, n_alt=len(self.alt_fields), on_invalid=self.invalid.append, label=LABEL
-        )
-        return parser.pieces(self.blocks)
-
-    def close(self) -> None:
-        pass
-
-
 def normalized(protocol: int, n_alt: int, piece: Any) -> list[tuple[Any, ...]]:
     """A piece's sessions as comparable tuples (the text of every value who shows)."""
     if isinstance(piece, V1Columns):
@@ -291,23 +257,6 @@ def collect(protocol: int, n_alt: int, pieces: Iterator[Any]) -> tuple[list[tupl
     except AnvilProtocolError as e:
         return sessions, str(e)
     return sessions, None
-
-
-def reference_aggregate(protocol: int, sessions: Any, filter_: Filter) -> Iterator[tuple[str, ...]]:
-    """``who`` as it was before the bulk path: plain dicts per group, first-seen order."""
-    groups: dict[tuple[str, ...], list[Any]] = {}
-    for s in sessions:
-        if not filter_.match_user(s.username):
-            continue
-        key = (s.username, s.service) if s.username else ("", s.service, s.ip)
-        group = groups.setdefault(key, [0, {}, {}])
-        group[0] += s.refcount if protocol == 1 else 1
-        group[1][s.pid] = None
-        if s.ip:
-            group[2][s.ip] = None
-    for key, (count, pids, ips) in groups.items():
-        if filter_.network is None or filter_.match_any_ip(ips):
-            yield (key[0], str(count), key[1], f"({' '.join(map(str, pids))})", f"({' '.join(ips)})")
 
 
 def render(headers: Sequence[Header], rows: Any, protocol: int, printer: str = "table") -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_who_bulk import FakeDump, reference_aggregate
+from who_helpers import FakeDump, reference_aggregate
 
 from doveadm_py.anvil.dump import DumpGuard
 from doveadm_py.commands.who import aggregated, separate
