@@ -183,6 +183,27 @@ def test_list_faults_are_bounded(dvadm: RunDvadm, fault: str, reply: bytes, mess
     assert elapsed < 20
 
 
+@pytest.mark.parametrize(
+    ("fault", "reply", "message"),
+    [
+        ("hang", b"", b"Fatal: KICK failed: read(%s) timed out after 2 s\n"),
+        ("close", b"", b"Fatal: KICK failed: Disconnected\n"),
+        ("drip", b"+1234567\n", b"Fatal: KICK failed: read(%s) timed out after 2 s\n"),
+        ("flood", b"", b"Fatal: KICK failed: no complete reply from %s within 5 s\n"),
+    ],
+)
+def test_kick_faults_are_bounded(dvadm: RunDvadm, fault: str, reply: bytes, message: bytes) -> None:
+    """The kick is sent (it may have acted): a reply that never comes right is one line, exit 75."""
+    with FakeIpc(reply, fault=fault, drip_interval=0.5) as ipc:
+        start = time.monotonic()
+        proc = dvadm(*FAST, "proxy", "kick", "-a", ipc.path, "jane")
+        elapsed = time.monotonic() - start
+    assert (proc.returncode, proc.stdout) == (75, b"")
+    assert proc.stderr == message.replace(b"%s", ipc.path.encode())
+    assert ipc.received == ([] if fault == "close" else [b"proxy\t*\tKICK\tjane\n"])
+    assert elapsed < 20
+
+
 def test_an_over_long_line_is_refused(dvadm: RunDvadm) -> None:
     with FakeIpc(b":" + b"x" * (2 * 1024 * 1024) + b"\n+\n") as ipc:
         proc = dvadm(*FAST, "proxy", "list", "-a", ipc.path)
