@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import pwd
+import signal
 import socket
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +21,7 @@ import pytest
 from kick_helpers import nonexistent_pid
 
 from doveadm_py.audit import SOCKET_ENV
-from doveadm_py.testing.cli import run_dvadm
+from doveadm_py.testing.cli import dvadm_executable, run_dvadm
 from doveadm_py.testing.simulator import AnvilSimulator, SimSession
 
 G1 = "1" * 32
@@ -132,3 +135,32 @@ def test_a_fleet_kick_refused_before_any_server_is_logged(syslog: SyslogSocket, 
     assert line.endswith(
         f"kick by {ME}: jane on -S nosuch: refused (exit 75): {done.stderr.decode()[7:-1]}"
     ), line
+
+
+def test_an_interrupted_kick_is_logged(syslog: SyslogSocket) -> None:
+    """Ctrl-C while anvil works on the kick: the request may have done its work, so it is logged
+    (exit 130, as for any interrupted command)."""
+    with AnvilSimulator(
+        2, sessions=[SimSession(1001, "alice", ip="192.0.2.10", guid=G1)], kick_delay=30
+    ) as sim:
+        proc = subprocess.Popen(
+            [dvadm_executable(), "kick", "-a", sim.path, "al*"],
+            env={**os.environ, SOCKET_ENV: str(syslog.path)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while not sim.kicks and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert sim.kicks, "the kick request never arrived"
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        assert (proc.returncode, out) == (130, b"")
+        (line,) = syslog.lines()
+    interrupted = "interrupted (SIGINT): requests already sent may have kicked"
+    assert line.endswith(f": 'al*' on {sim.path}: {interrupted}"), line

@@ -59,13 +59,13 @@ class Kick(DvadmCommand):
             self.audited = False
             try:
                 return fleet_kick(self, parsed_args)
-            except Exception as err:
+            except BaseException as err:  # Ctrl-C too: what was sent may have kicked
                 if not self.audited:
                     self.audit(parsed_args, None, err)
                 raise
         try:
             report = self.run_kick(parsed_args)
-        except Exception as err:
+        except BaseException as err:  # Ctrl-C too: what was sent may have kicked
             self.audit(parsed_args, None, err)
             raise
         self.audit(parsed_args, report, None)
@@ -88,7 +88,7 @@ class Kick(DvadmCommand):
             except CommandEventError as err:  # settled by the server's generation: 2.4's words
                 raise err.for_command(command) from None
 
-    def audit(self, args: argparse.Namespace, report: KickReport | None, error: Exception | None) -> None:
+    def audit(self, args: argparse.Namespace, report: KickReport | None, error: BaseException | None) -> None:
         """One syslog line per kick and per refused or failed kick (dry runs are not logged)."""
         if args.dry_run:
             return
@@ -106,6 +106,8 @@ class Kick(DvadmCommand):
             result = report.summary()
         elif isinstance(error, DoveadmError):
             result = f"refused (exit {error.exit_code}): {error.message}"
+        elif isinstance(error, KeyboardInterrupt):
+            result = "interrupted (SIGINT): requests already sent may have kicked"
         else:
             result = f"failed: {type(error).__name__}"
         log_kick(args.masks, options, self.server or "(not resolved)", result)
