@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -92,11 +93,36 @@ def test_success_with_stderr_closed_or_full(sim, redirect):
     assert b"bob" in proc.stdout
 
 
-def test_closed_stdout_never_shares_its_fd_with_the_anvil_socket(sim):
-    """With fd 1 closed, the socket would be fd 1: a write meant for stdout would go to anvil."""
-    proc = run_sh(">&-", "-D", "who", "-a", sim.path)
-    assert proc.returncode == EX_IOERR
-    assert all(b"username" not in raw for raw in sim.raw_received)
+@pytest.mark.parametrize("fd", [0, 1, 2])
+def test_a_closed_standard_fd_is_dev_null_while_dvadm_runs(fd):
+    """Looked at from outside while dvadm waits on a hung anvil: the closed fd is /dev/null, and the
+    anvil socket is another fd (else anything written to that fd would go to anvil)."""
+    with AnvilSimulator(protocol=2, fault="hang") as hung:
+        proc = subprocess.Popen(
+            ["sh", "-c", f'exec "$0" "$@" {fd}>&-', dvadm_executable(), "who", "-a", hung.path],
+            stdin=subprocess.DEVNULL if fd else None,
+            stdout=subprocess.DEVNULL if fd != 1 else None,
+            stderr=subprocess.DEVNULL if fd != 2 else None,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while not hung.accepted and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert hung.accepted, "dvadm never connected"
+            target = os.readlink(f"/proc/{proc.pid}/fd/{fd}")
+            sockets = [n for n in os.listdir(f"/proc/{proc.pid}/fd") if "socket:" in fd_target(proc.pid, n)]
+        finally:
+            proc.kill()
+            proc.wait(10)
+    assert target == os.devnull
+    assert sockets and str(fd) not in sockets
+
+
+def fd_target(pid: int, fd: str) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return ""
 
 
 def test_ascii_only_encoding_escapes_a_non_ascii_username(sim):
