@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from ...anvil import AnvilClient, ConnectDump
 
 NEEDS_24 = "this server speaks anvil protocol 1 (Dovecot 2.3), which does not track {what}"
-PROXY_KICK = "; to disconnect proxied users on 2.3 use: dvadm proxy kick -h {host}"
+PROXY_KICK = "; to disconnect proxied users on 2.3 use: dvadm proxy kick -h {host} (plugin dvadm-proxy)"
+PROXY_KICK_WIDER = ", which kicks every proxy to that host: Dovecot 2.3 cannot also match users"
 
 
 @dataclass
@@ -67,9 +68,11 @@ def kick_v1(
         what = "alternative usernames (-f passdb_field); on 2.3, doveadm kick -f meant --force"
         raise UsageError(NEEDS_24.format(what=what))
     if args.dest_host is not None:
-        raise UsageError(
-            NEEDS_24.format(what="proxy destinations (-h dest_host)") + PROXY_KICK.format(host=args.dest_host)
-        )
+        import shlex
+
+        # The named command is wider when users were given too: say so rather than let it be pasted.
+        hint = PROXY_KICK.format(host=shlex.quote(args.dest_host)) + (PROXY_KICK_WIDER if args.masks else "")
+        raise UsageError(NEEDS_24.format(what="proxy destinations (-h dest_host)") + hint)
     if "/" not in client.path:
         raise UsageError(
             f"refusing to kick through TCP anvil {client.path}: Dovecot 2.3 kicks by signalling "

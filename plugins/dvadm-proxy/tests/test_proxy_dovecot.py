@@ -10,6 +10,7 @@ process's: exact with one proxying process, else one of the per-process counts.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -160,3 +161,30 @@ def test_dry_run_is_refused_before_anything_is_sent(
         proc = dvadm(*server.dvadm_args(), "proxy", "kick", "--dry-run", *args)
         assert (proc.returncode, proc.stdout, proc.stderr) == (64, b"", DRY_RUN_REFUSED)
         assert proxied.connected() == list(proxied) and direct.connected() == list(direct)
+
+
+@pytest.mark.parametrize("users", [(), ("jane",)], ids=["host", "host-and-user"])
+def test_kick_dash_h_on_23_names_proxy_kick_which_does_it(
+    server: ProxyDovecot, dvadm: RunDvadm, users: tuple[str, ...]
+) -> None:
+    """``dvadm kick -h`` on 2.3 (anvil has no destinations) kicks nothing and names the command
+    that can: run as named, it disconnects exactly the proxies to that host. With users too, the
+    error says the named command is wider (2.3 cannot match host and user together)."""
+    config = server.dvadm_args()
+    proxied, direct = open_proxied_sessions(server, PROXIED, DIRECT)
+    with proxied, direct:
+        refused = dvadm(*config, "kick", "-h", "127.0.0.1", *users)
+        assert (refused.returncode, refused.stdout) == (64, b"")
+        lines = refused.stderr.decode().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(
+            "Error: this server speaks anvil protocol 1 (Dovecot 2.3)"
+        )
+        assert ("cannot also match users" in lines[0]) == bool(users), lines[0]
+        named = lines[0].split("use: ", 1)[1].split(" (plugin ", 1)[0]
+        assert named == "dvadm proxy kick -h 127.0.0.1"
+        assert proxied.connected() == list(proxied) and direct.connected() == list(direct)
+        done = dvadm(*config, *shlex.split(named)[1:])
+        expected = {(u, ip) for u, ip in PROXIED if u != "foo"}  # foo's proxy goes to SECOND_BACKEND
+        assert (done.returncode, done.stderr) == (0, b""), done.stderr
+        assert proxied.wait_for_disconnects(expected, timeout=10, settle=0.5) == expected
+        assert direct.wait_for_disconnects(set(), timeout=1, settle=0) == set()
