@@ -11,6 +11,8 @@ process's: exact with one proxying process, else one of the per-process counts.
 from __future__ import annotations
 
 import shlex
+import signal
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -188,3 +190,38 @@ def test_kick_dash_h_on_23_names_proxy_kick_which_does_it(
         assert (done.returncode, done.stderr) == (0, b""), done.stderr
         assert proxied.wait_for_disconnects(expected, timeout=10, settle=0.5) == expected
         assert direct.wait_for_disconnects(set(), timeout=1, settle=0) == set()
+
+
+HEADER_CELLS = {b"username", b"user_alias", b"service", b"src-ip", b"dest-ip", b"dest-port"}
+
+
+def tab_cells(out: bytes) -> Counter[bytes]:
+    """The session values of a ``-f tab`` output: without the header cells (which process's
+    header is hidden depends on the order the processes answer in) and without empty cells
+    (dvadm pads a short last row, doveadm does not)."""
+    cells = (cell for line in out.split(b"\n") for cell in line.split(b"\t"))
+    return Counter(cell for cell in cells if cell and cell not in HEADER_CELLS)
+
+
+def test_processes_knowing_other_alt_fields_shift_the_cells_as_doveadm(
+    proxy_dovecot: Callable[..., ProxyDovecot], dvadm: RunDvadm
+) -> None:
+    """jane's login process knows user_alias, foo's none: their LIST-FULL lines differ in length
+    and doveadm's printer takes the cells as they come, so rows shift. dvadm prints the same
+    cells (the processes answer in either order) with a short last row padded; doveadm 2.3's
+    table aborts there (reference-vs-server note in docs/compatibility.rst)."""
+    server = proxy_dovecot(proxy_fields={"jane": {"user_alias": "jane-a"}, "foo": {}, "james": {}})
+    proxied, direct = open_proxied_sessions(server, [("jane", "127.0.3.7"), ("foo", "127.0.3.8")], [])
+    with proxied, direct:
+        ours, theirs = both(server, dvadm, "-h", "-f", "tab", "proxy", "list")
+        table, their_table = both(server, dvadm, "proxy", "list")
+    assert (ours.returncode, ours.stderr, theirs.returncode) == (0, b"", 0), ours.stderr
+    assert tab_cells(ours.stdout) == tab_cells(theirs.stdout)
+    assert ours.stdout.count(b"dest-port") == 1  # the other process's header, as a row
+    widths = {line.count(b"\t") for line in ours.stdout.splitlines()}
+    assert len(widths) == 1 and ours.stdout.endswith(b"\n")  # whole rows, padded
+    assert (table.returncode, table.stderr) == (0, b"")
+    assert (their_table.returncode, their_table.stdout) == (-signal.SIGABRT, b""), (
+        their_table
+    )  # doveadm 2.3.19.1
+    assert b"Panic: " in their_table.stderr
