@@ -71,7 +71,7 @@ def kick_server(
     if args.dry_run:
         return KickReport(2, DRY_RUN, sessions=targets, alt_fields=dump.alt_fields, notes=notes)
     users = sorted_names(s.username for s in targets)
-    if not masks:
+    if not masks and (field is not None or dest_host is None):  # -f: no alt value is safe to send
         return KickReport(2, KICKED, count=0, notes=notes)
     outcome = server.kick(masks, None if masks is not args.masks else dest_host, field)
     return KickReport(2, KICKED, users=users, count=outcome.connections, notes=notes)
