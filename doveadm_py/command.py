@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .anvil import AnvilClient
     from .app import DvadmApp
     from .globalopts import GlobalOptions
+    from .masks import ReadingsError
     from .output import Header
     from .settings import Settings
     from .transport.fleet import Answer, ServerFailure
@@ -268,6 +269,22 @@ class DvadmCommand(Command):
 
         parallel = int(self.settings.seconds(PARALLEL, DEFAULT_PARALLEL))
         return ask_all(targets, ask, parallel)
+
+    def report_readings(self, targets: Sequence[HttpTransport | ServerFailure], error: ReadingsError) -> int:
+        """Masks wrong to both generations (worded apart by 2.3 and 2.4), with ``-S``: each server's
+        error in its own doveadm's words, one line each. Only the servers' generations are asked:
+        nothing is read or kicked. Exit 64, as the command line is wrong whatever the servers say."""
+        from .errors import EX_USAGE
+        from .transport.fleet import Answer
+
+        answers = self.ask_servers(targets, lambda server: server.protocol)
+        for answer in answers:
+            if isinstance(answer, Answer):
+                message = f"{answer.name}: {error.for_protocol(answer.value, self.cmd_name or '').message}"
+            else:
+                message = answer.message
+            self.app.stderr.write(f"Error: {message}\n")
+        return EX_USAGE
 
     def emit_merged(
         self, parts: Sequence[tuple[str, Sequence[Header], Iterable[Sequence[str]], int]]

@@ -153,6 +153,27 @@ def test_fleet_kick_never_sends_an_alt_value_shared_with_others(fleet: Fleet, lo
     assert disconnected(logged_in, {}) == {name: set() for name in SESSIONS}
 
 
+@pytest.mark.parametrize("command", ["who", "kick"])
+def test_two_networks_in_each_servers_own_words(fleet: Fleet, logged_in: dict, command: str) -> None:
+    """Masks wrong to both generations: each server's error as its own doveadm words it (2.4 on the
+    command's event, as local dvadm on that server says it), exit 64, nothing read or kicked."""
+    code, out, err = fleet.run(command, "-S", "all", "foo", "127.0.0.0/8", "127.0.0.5")
+    assert (code, out) == (64, "")
+    assert err.splitlines() == [
+        f"Error: trixie: cmd {command}: Multiple network masks not supported",
+        f"Error: sid: cmd {command}: Multiple network masks not supported",
+        "Error: old: Multiple network masks not supported",
+    ]
+    for name in SERVERS:
+        anvil = str(fleet.servers[name].anvil_path)
+        local = cli.run_dvadm(command, "-a", anvil, "foo", "127.0.0.0/8", "127.0.0.5", timeout=60)
+        assert (local.returncode, local.stderr.decode()) == (
+            64,
+            err.splitlines()[list(SERVERS).index(name)].replace(f"{name}: ", "") + "\n",
+        )
+    assert disconnected(logged_in, {}) == {name: set() for name in SESSIONS}
+
+
 PROXIED = [("jane", "127.0.0.1"), ("foo", "127.0.0.5")]
 DIRECT = [("james", "127.0.0.3"), ("foo", "127.0.0.6")]
 

@@ -59,9 +59,12 @@ class Who(DvadmCommand):
         servers = self.remote_servers(parsed_args)
         try:
             filter_ = parse_masks(parsed_args.masks)
-        except ReadingsError as err:  # worded apart by 2.3 and 2.4: as the local server's doveadm
-            generation = 1 if servers is not None else self.local_generation(parsed_args.socket_path)
-            raise err.for_protocol(generation, self.cmd_name or "who") from None
+        except ReadingsError as err:  # worded apart by 2.3 and 2.4: as the server's own doveadm
+            if servers is not None:
+                return self.report_readings(servers, err)
+            raise err.for_protocol(
+                self.local_generation(parsed_args.socket_path), self.cmd_name or "who"
+            ) from None
         if servers is not None:
             return self.fleet_who(servers, filter_, parsed_args)
         with self.local_transport(parsed_args.socket_path) as anvil:

@@ -160,9 +160,14 @@ def fleet_kick(cmd: Kick, args: argparse.Namespace) -> int:
     """
     from ..commands.kick import validate
     from ..errors import TempFailError
+    from ..masks import ReadingsError
     from .fleet import Answer
 
-    filter_, dest_host = validate(args)
+    try:
+        filter_, dest_host = validate(args)
+    except ReadingsError as wrong:  # each server's error in its doveadm's words; nothing is kicked
+        cmd.audit(args, None, wrong)
+        return cmd.report_readings(cmd.remote_servers(args) or [], wrong)
     servers = cmd.remote_servers(args)
     assert servers is not None  # Kick calls this only with -S targets
     answers = cmd.ask_servers(servers, lambda server: kick_server(server, filter_, dest_host, args))
