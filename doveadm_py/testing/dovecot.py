@@ -248,8 +248,10 @@ class DovecotInstance:
     from :data:`~doveadm_py.testing.servers.SERVERS` (default ``"2.3"``, the host's own Dovecot) or a
     :class:`~doveadm_py.testing.servers.DovecotServer`. ``proxy=True`` adds a second IMAP listener on
     :attr:`proxy_port` that proxies every login to this same instance's :attr:`imap_port` (so ``imap-login``
-    sessions with a ``dest_ip`` exist; the backend sees the client's own IP). Requires root: the mail
-    processes run as the ``dovecot`` user, logins chroot as ``dovenull``.
+    sessions with a ``dest_ip`` exist; the backend sees the client's own IP). ``lmtp=True`` adds an LMTP
+    listener on :attr:`lmtp_port` (the server's ``dovecot-lmtpd`` must be installed): a delivery held open
+    after ``RCPT TO`` is an ``lmtp`` session in anvil (:mod:`doveadm_py.testing.lmtp`). Requires root: the
+    mail processes run as the ``dovecot`` user, logins chroot as ``dovenull``.
     """
 
     host: str = HOST
@@ -261,6 +263,7 @@ class DovecotInstance:
         *,
         user_fields: Mapping[str, Mapping[str, str]] | None = None,
         proxy: bool = False,
+        lmtp: bool = False,
         server: str | DovecotServer | None = None,
         auth_failure_delay: int = 0,
         start_timeout: float = 10.0,
@@ -284,6 +287,8 @@ class DovecotInstance:
         self.server = get_server(server)
         self.proxy = proxy
         self.proxy_port: int | None = None
+        self.lmtp = lmtp
+        self.lmtp_port: int | None = None
         self.extra_conf = extra_conf
         self.auth_failure_delay = auth_failure_delay
         self.start_timeout = start_timeout
@@ -385,6 +390,7 @@ class DovecotInstance:
             for attempt in range(_PORT_ATTEMPTS):
                 self.imap_port = free_port(self.host)
                 self.proxy_port = free_port(self.host) if self.proxy else None
+                self.lmtp_port = free_port(self.host) if self.lmtp else None
                 self._write_files()
                 if self._launch() or attempt == _PORT_ATTEMPTS - 1:
                     break

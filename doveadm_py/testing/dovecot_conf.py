@@ -1,12 +1,13 @@
 """dovecot.conf and passwd-files of a test instance, in the syntax of its generation (2.3 or 2.4).
 
-Both generations get the same server: IMAP only, plain-text logins without SSL, passwd-file users (with their
-``user_*`` fields in passdb and userdb replies), one mail process per session (the 2.3 kick signals
-processes), and optionally an IMAP proxy into the same instance. The proxy is a second imap-login listener
-with a passdb placed first that only answers logins arriving on that listener's port (keyed by the real local
-port, which the proxied connection does not forward), with ``proxy=y host=127.0.0.1 port=<imap_port>``;
-logins on the backend port fall through to the regular passdb. The backend trusts 127.0.0.1 only (where the
-proxy connects from), so it takes the client's address from the proxy and penalties of other IPs still count.
+Both generations get the same server: IMAP (and LMTP when asked for), plain-text logins without SSL,
+passwd-file users (with their ``user_*`` fields in passdb and userdb replies), one mail process per session
+(the 2.3 kick signals processes), and optionally an IMAP proxy into the same instance. The proxy is a
+second imap-login listener with a passdb placed first that only answers logins arriving on that listener's
+port (keyed by the real local port, which the proxied connection does not forward), with ``proxy=y
+host=127.0.0.1 port=<imap_port>``; logins on the backend port fall through to the regular passdb. The
+backend trusts 127.0.0.1 only (where the proxy connects from), so it takes the client's address from the
+proxy and penalties of other IPs still count.
 """
 
 from __future__ import annotations
@@ -56,6 +57,23 @@ def proxy_passwd_lines(instance: DovecotInstance) -> dict[str, str]:
     return {f"proxy-{instance.proxy_port}": _proxy_entries(instance, ""), f"proxy-{instance.imap_port}": ""}
 
 
+def _lmtp(instance: DovecotInstance, address: str) -> tuple[str, str]:
+    """(settings, service block) of the LMTP listener. Deliveries register their recipients in anvil only
+    with a concurrency limit (2.3's default 0 is none, 2.4's 10 one): set it on both."""
+    if not instance.lmtp:
+        return "", ""
+    settings = "lmtp_user_concurrency_limit = 10\n"
+    service = f"""\
+service lmtp {{
+  inet_listener lmtp {{
+    {address} = {instance.host}
+    port = {instance.lmtp_port}
+  }}
+}}
+"""
+    return settings, service
+
+
 def config_v1(instance: DovecotInstance) -> str:
     """Dovecot 2.3 configuration."""
     work = instance.inner(instance._work())
@@ -76,12 +94,13 @@ passdb {{
     port = {instance.proxy_port}
   }}
 """
+    lmtp_settings, lmtp_service = _lmtp(instance, "address")
     return f"""\
 {HEADER}base_dir = {work}/run
 state_dir = {work}/state
 listen = {instance.host}
-protocols = imap
-ssl = no
+protocols = imap{" lmtp" if instance.lmtp else ""}
+{lmtp_settings}ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = {int(instance.auth_failure_delay)} secs
@@ -113,7 +132,7 @@ service imap {{
   client_limit = 1
   process_limit = 500
 }}
-{instance.extra_conf}
+{lmtp_service}{instance.extra_conf}
 """
 
 
@@ -137,14 +156,15 @@ passdb proxy {{
     port = {instance.proxy_port}
   }}
 """
+    lmtp_settings, lmtp_service = _lmtp(instance, "listen")
     return f"""\
 {HEADER}dovecot_config_version = 2.4.0
 dovecot_storage_version = 2.4.0
 base_dir = {work}/run
 state_dir = {work}/state
 listen = {instance.host}
-protocols = imap
-ssl = no
+protocols = imap{" lmtp" if instance.lmtp else ""}
+{lmtp_settings}ssl = no
 auth_allow_cleartext = yes
 auth_mechanisms = plain login
 auth_failure_delay = {int(instance.auth_failure_delay)} secs
@@ -175,5 +195,5 @@ service imap {{
   client_limit = 1
   process_limit = 500
 }}
-{instance.extra_conf}
+{lmtp_service}{instance.extra_conf}
 """
