@@ -1,4 +1,4 @@
-"""Processes for the 2.3 kick tests: real Dovecot mail processes, impostors and bystanders.
+"""Processes for the 2.3 kick tests: real Dovecot mail processes, impostors and bystanders; kick reports.
 
 A real one is Dovecot's own ``imap`` binary serving a preauthenticated session on a pipe
 (``USER=nobody imap``, as with IMAP over ssh), titled ``dovecot/imap`` as Dovecot's master
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -18,6 +19,30 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+# -- what a kick prints (2.3's texts, 2.4's count) --------------------------------------------------
+
+KICKED = "kicked connections from the following users:"
+WARNING = "warning: other connections would also be kicked from following users:"
+NONE = "no users kicked"
+COUNT = re.compile(r"(\d+) connections kicked\n")  # 2.4's whole report
+USE_FORCE = {
+    "dvadm": "Use the '--force' option to enforce the disconnect.",
+    "doveadm": "Use the '-f' option to enforce the disconnect.",
+}
+
+
+def report(stdout: bytes, tool: str) -> tuple[str | None, frozenset[str]]:
+    """The report's kind and its user list, whatever order the list and the texts came in."""
+    text = stdout.decode()
+    if COUNT.fullmatch(text):
+        return text, frozenset()
+    kinds = [kind for kind in (KICKED, WARNING, NONE) if kind in text]
+    assert len(kinds) <= 1, text
+    for phrase in (KICKED, WARNING, NONE, USE_FORCE[tool]):
+        text = text.replace(phrase, " ")
+    return (kinds[0] if kinds else None), frozenset(text.split())
+
 
 DOVECOT_TITLE = "dovecot/imap"
 LIBEXEC_IMAP = next(

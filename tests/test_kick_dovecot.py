@@ -13,7 +13,6 @@ report is ``N connections kicked`` (exit 0, also for 0).
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from kick_helpers import COUNT, KICKED, NONE, USE_FORCE, WARNING, report
 
 from doveadm_py.testing import (
     REFERENCE_SESSIONS,
@@ -40,14 +40,6 @@ pytestmark = pytest.mark.dovecot
 Spec = tuple[str, str]
 SESSIONS: list[Spec] = list(REFERENCE_SESSIONS)
 BYE = b"* BYE Server shutting down.\r\n"
-KICKED = "kicked connections from the following users:"
-WARNING = "warning: other connections would also be kicked from following users:"
-NONE = "no users kicked"
-COUNT = re.compile(r"(\d+) connections kicked\n")  # 2.4's whole report
-USE_FORCE = {
-    "dvadm": "Use the '--force' option to enforce the disconnect.",
-    "doveadm": "Use the '-f' option to enforce the disconnect.",
-}
 # All IMAP sessions in one process, so kicking one user's process disconnects the others too (2.3).
 SHARED_PROCESS = "service imap {\n  client_limit = 10\n  process_limit = 1\n  service_count = 0\n}\n"
 SHARED_PROCESS_V2 = (
@@ -63,18 +55,6 @@ class Outcome:
     kind: str | None  # KICKED, WARNING, NONE, 2.4's "N connections kicked", or None when stdout is empty
     users: frozenset[str]
     gone: frozenset[Spec]
-
-
-def report(stdout: bytes, tool: str) -> tuple[str | None, frozenset[str]]:
-    """The report's kind and its user list, whatever order the list and the texts came in."""
-    text = stdout.decode()
-    if COUNT.fullmatch(text):
-        return text, frozenset()
-    kinds = [kind for kind in (KICKED, WARNING, NONE) if kind in text]
-    assert len(kinds) <= 1, text
-    for phrase in (KICKED, WARNING, NONE, USE_FORCE[tool]):
-        text = text.replace(phrase, " ")
-    return (kinds[0] if kinds else None), frozenset(text.split())
 
 
 def dvadm_report(users: Collection[str], generation: int = 1, connections: int = 0) -> bytes:

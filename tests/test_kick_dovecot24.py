@@ -3,8 +3,7 @@
 alternative usernames (``-f``) and proxy destinations (``-h``), with direct and proxied logins (an
 ``imap-login`` session plus the backend session it opened).
 
-2.4's lmtp (the one unkickable service) is not in the chroots (no dovecot-lmtpd); the simulator covers
-it (tests/test_kick_sim.py)."""
+2.4's lmtp (the one unkickable service) is in tests/test_kick_lmtp.py, with real LMTP deliveries."""
 
 from __future__ import annotations
 
