@@ -6,7 +6,11 @@ Fake doveadm HTTP API servers play the faults a real Dovecot cannot be made to s
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -92,3 +96,69 @@ def test_a_failing_server_kicks_nothing_and_the_others_report(tmp_path: Path) ->
     assert code == 75
     assert out == "server\tconnections\tusers\ngood\t0\t\ntotal\t0\t\n"
     assert err.startswith("Error: bad: malformed JSON in the reply: ")
+
+
+@contextlib.contextmanager
+def full_backlog() -> Iterator[int]:
+    """A loopback port whose accept queue is full: a new connection's SYN is dropped, so connecting
+    hangs (a firewalled or overloaded server) until the client's connect timeout."""
+    server = socket.socket()
+    fillers = []
+    try:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        for _ in range(3):
+            filler = socket.socket()
+            fillers.append(filler)
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+        time.sleep(0.2)
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        server.close()
+
+
+def test_the_connect_timeout_is_settable_with_o(tmp_path: Path) -> None:
+    with full_backlog() as port, FakeApiServer(GOOD) as good:
+        fleet = write_fleet(
+            tmp_path,
+            {
+                "good": {"url": good.url, "key": "k1"},
+                "stuck": {"url": f"http://127.0.0.1:{port}", "key": "k2"},
+            },
+        )
+        started = time.monotonic()
+        proc = cli.run_dvadm(
+            "-o", "dvadm_http_connect_timeout=1.5", "-f", "tab", "who", "-S", "all", "-1",
+            env=dict(os.environ, DVADM_FLEET=str(fleet)), timeout=60,
+        )  # fmt: skip
+        took = time.monotonic() - started
+    assert (proc.returncode, proc.stdout.decode()) == (75, GOOD_OUT)
+    assert proc.stderr.decode() == (
+        f"Error: stuck: connecting to http://127.0.0.1:{port} timed out after 1.5 s\n"
+    )
+    assert 1.5 <= took < 20  # the fleet file's default would be 5 s
+
+
+def test_the_pool_is_bounded_by_dvadm_fleet_parallel(tmp_path: Path) -> None:
+    """Four servers answering after 1 s: one at a time (-o dvadm_fleet_parallel=1) takes at least
+    4 s, all at once (32, the default) about 1 s plus start-up."""
+    with ExitStack() as stack:
+        servers = [stack.enter_context(FakeApiServer(GOOD, delay=1.0)) for _ in range(4)]
+        fleet = write_fleet(tmp_path, {f"s{i}": {"url": s.url, "key": "k"} for i, s in enumerate(servers)})
+        took = {}
+        for parallel in ("1", "32"):
+            started = time.monotonic()
+            proc = cli.run_dvadm(
+                "-o", f"dvadm_fleet_parallel={parallel}", "-f", "tab", "who", "-S", "all",
+                env=dict(os.environ, DVADM_FLEET=str(fleet)), timeout=60,
+            )  # fmt: skip
+            took[parallel] = time.monotonic() - started
+            assert (proc.returncode, proc.stderr) == (0, b"")
+            assert len(proc.stdout.splitlines()) == 1 + 4 * len(GOOD)
+    assert took["1"] >= 4.0
+    assert took["32"] < took["1"] - 2.0

@@ -80,6 +80,14 @@ FORBIDDEN = (
     "doveadm_py.output.flow",
     "doveadm_py.output.pager",
     "doveadm_py.output.formatted",
+    # -S only: the HTTP client, the fleet file's TOML parser, the remote transport
+    "urllib3",
+    "httpx",
+    "tomllib",
+    "tomli",
+    "doveadm_py.transport.http",
+    "doveadm_py.transport.fleet",
+    "doveadm_py.transport.kick",
 )
 
 RUN_WHO = """
