@@ -67,6 +67,11 @@ def test_unknown_target_and_url_without_secret(tmp_path: Path, monkeypatch: pyte
         ("[servers.a]\napi_key_env = 'X'\n", "url is missing"),
         ("[servers.a]\nurl = 'ftp://x:1'\napi_key_env = 'X'\n", "must be http://HOST:PORT"),
         ("[servers.a]\nurl = 'http://u:pw@x:1'\napi_key_env = 'X'\n", "credentials do not belong in the url"),
+        (
+            "[servers.a]\nurl = 'htp://u:inline@x:1'\napi_key_env = 'X'\n",
+            "credentials do not belong in the url",
+        ),
+        ("[servers.a]\nurl = 'u:inline@x:1'\napi_key_env = 'X'\n", "credentials do not belong in the url"),
         ("[servers.a]\nurl = 'http://x:1'\n", "give exactly one of"),
         ("[servers.a]\nurl = 'http://x:1'\napi_key_env = 'X'\npassword_env = 'Y'\n", "give exactly one of"),
         ("[servers.a]\nurl = 'http://x:1'\napi_key = 'inline'\n", "unknown key 'api_key'"),

@@ -168,10 +168,10 @@ def _timeouts(table: Any, where: str, bad: Callable[[str], Exception]) -> dict[s
 
 def check_url(url: str, bad: Callable[[str], Exception]) -> None:
     scheme, sep, rest = url.partition("://")
+    if "@" in (rest if sep else url).split("/", 1)[0]:  # checked first: the message must not show them
+        raise bad("credentials do not belong in the url: use api_key_file, password_file or the *_env keys")
     if not sep or scheme.lower() not in ("http", "https") or not rest or rest.startswith("/"):
         raise bad(f"url {url!r} must be http://HOST:PORT or https://HOST:PORT")
-    if "@" in rest.split("/", 1)[0]:
-        raise bad("credentials do not belong in the url: use api_key_file, password_file or the *_env keys")
 
 
 def select(fleet: Fleet, targets: Sequence[str]) -> list[Server]:
