@@ -86,8 +86,7 @@ malformed reply line (Read invalid penalty line: <line>).""",
         readings = netmask_readings(parsed_args.netmask)
         servers = self.remote_servers(parsed_args)
         if servers is not None:
-            usable = next((r for r in readings.values() if not isinstance(r, UsageError)), None)
-            return self.fleet_penalty(servers, None if usable is None else usable.contains)
+            return self.fleet_penalty(servers, readings)
         with self.local_transport(parsed_args.socket_path) as anvil:
             records = anvil.penalties()  # the request is sent here: the protocol is settled
             network = readings[anvil.protocol]
@@ -97,16 +96,19 @@ malformed reply line (Read invalid penalty line: <line>).""",
             self.emit(HEADERS, rows, generation=anvil.protocol)
         return 0
 
-    def fleet_penalty(self, servers: list[Any], in_network: Callable[[str], bool] | None) -> int:
-        """Every server's penalty rows at once; a failed server is named on stderr (exit 75)."""
+    def fleet_penalty(self, servers: list[Any], readings: dict[int, Network | UsageError | None]) -> int:
+        """Every server's penalty rows at once, the mask read as that server's generation reads it
+        (asked only when 2.3 and 2.4 read it apart); a failed server is named on stderr (exit 75)."""
         from doveadm_py.api import Answer
 
-        answers = self.ask_servers(servers, lambda server: list(server.penalty_rows()))
-        parts = [
-            (answer.name, HEADERS, [r for r in answer.value if in_network is None or in_network(r[0])], 2)
-            for answer in answers
-            if isinstance(answer, Answer)
-        ]
+        def ask(server: Any) -> list[Any]:
+            network = readings[1] if same_reading(readings) else readings[server.protocol]
+            if isinstance(network, UsageError):
+                raise network
+            return [r for r in server.penalty_rows() if network is None or network.contains(r[0])]
+
+        answers = self.ask_servers(servers, ask)
+        parts = [(answer.name, HEADERS, answer.value, 2) for answer in answers if isinstance(answer, Answer)]
         self.emit_merged(parts)
         return self.report_failures(answers)
 
@@ -122,6 +124,14 @@ def netmask_readings(text: str | None) -> dict[int, Network | UsageError | None]
     if isinstance(readings[1], UsageError) and isinstance(readings[2], UsageError):
         raise readings[1]
     return readings
+
+
+def same_reading(readings: dict[int, Network | UsageError | None]) -> bool:
+    """Whether 2.3 and 2.4 read the mask alike (then no server needs to say its generation)."""
+    one, two = readings[1], readings[2]
+    if one is None or two is None or isinstance(one, UsageError) or isinstance(two, UsageError):
+        return one is two
+    return (one.family, one.network, one.bits, one.scope) == (two.family, two.network, two.bits, two.scope)
 
 
 def penalty_rows(

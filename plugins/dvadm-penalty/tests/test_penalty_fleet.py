@@ -88,3 +88,49 @@ def test_fleet_penalty_with_a_server_down(
     assert proc.returncode == 75
     assert proc.stderr.decode().startswith(f"Error: down: cannot connect to http://127.0.0.1:{down}: ")
     assert len(proc.stdout.splitlines()) == 4
+
+
+@pytest.mark.usefixtures("penalty_plugin")
+def test_fleet_penalty_reads_the_mask_as_each_server_does(
+    servers: tuple[dict[str, DovecotInstance], Path],
+) -> None:
+    """A scoped link-local network is a network to 2.4 only: the 2.3 server fails as its local
+    penalty does (named, exit 75), the 2.4 server's rows are filtered by it (was: by 2.4's reading
+    on both)."""
+    instances, fleet_file = servers
+    mask = "fe80::1%lo/64"
+    proc = run_dvadm(
+        "-f", "tab", "penalty", "-S", "all", mask, env=dict(os.environ, DVADM_FLEET=str(fleet_file))
+    )
+    one = run_dvadm("penalty", "-a", str(instances["one"].anvil_path), mask)
+    two = run_dvadm("-f", "tab", "penalty", "-a", str(instances["two"].anvil_path), mask)
+    assert (one.returncode, two.returncode) == (64, 0)
+    assert proc.returncode == 75
+    assert proc.stderr == b"Error: one: " + one.stderr.removeprefix(b"Error: ")
+    assert proc.stdout.splitlines() == [
+        b"server\tIP\tpenalty\tlast_penalty\tlast_update",
+        *(b"two\t" + row for row in two.stdout.splitlines()[1:]),
+    ]
+
+
+@pytest.mark.usefixtures("penalty_plugin")
+def test_fleet_penalty_for_a_url_not_in_the_fleet_file(
+    servers: tuple[dict[str, DovecotInstance], Path], tmp_path: Path
+) -> None:
+    """docs/fleet.rst's ``dvadm -f json penalty -S URL``: the key from $DVADM_API_KEY, the URL
+    as the server."""
+    import json
+    import re
+
+    instances, fleet_file = servers
+    found = re.search(r'\[servers\.two\]\nurl = "([^"]+)"', fleet_file.read_text())
+    assert found is not None
+    url = found.group(1)
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    env = dict(os.environ, DVADM_FLEET=str(empty), DVADM_API_KEY="two-penalty-key")
+    proc = run_dvadm("-f", "json", "penalty", "-S", url, env=env)
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    local = run_dvadm("-f", "json", "penalty", "-a", str(instances["two"].anvil_path))
+    assert json.loads(proc.stdout) == [{"server": url, **row} for row in json.loads(local.stdout)]
+    assert len(json.loads(proc.stdout)) == 2
