@@ -251,3 +251,42 @@ def sessions_gone(instance: DovecotInstance, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while instance.connect_dump() and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (("foo",), ["trixie", "sid", "old"]),
+        (("f*", "127.0.0.0/24"), ["trixie", "sid", "old"]),
+        (("-f", "user_alias", "something"), ["trixie", "sid"]),
+        (("*",), ["trixie", "sid", "old"]),
+        (("nobody",), ["trixie", "sid", "old"]),
+        (("nobody",), ["old"]),
+        (("nobody",), ["sid"]),
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_fleet_dry_run_is_each_servers_local_dry_run(
+    fleet: Fleet, logged_in: dict, args: tuple[str, ...], names: list[str]
+) -> None:
+    """``kick -S --dry-run`` lists, per server, exactly what dvadm's local dry run on that server
+    lists (tested against what each generation's kick then kicks), with the server column; it
+    exits 68 when it lists nothing and every server is a 2.3, as the local 2.3 dry run does."""
+    targets = [arg for name in names for arg in ("-S", name)]
+    code, out, err = fleet.run("-f", "tab", "kick", *targets, "--dry-run", *args)
+    expected: list[str] = []
+    codes = []
+    for name in names:
+        anvil = str(fleet.servers[name].anvil_path)
+        local = cli.run_dvadm("-f", "tab", "kick", "-a", anvil, "--dry-run", *args, timeout=60)
+        codes.append(local.returncode)
+        assert local.returncode in (0, 68), local.stderr
+        title, *rows = local.stdout.decode().splitlines()
+        expected = expected or ["server\t" + (title.replace("proto", "service") if len(names) > 1 else title)]
+        expected += [
+            f"{name}\t{row}" + ("\t\t" if SERVERS[name] == "2.3" and "dest_ip" in expected[0] else "")
+            for row in rows
+        ]
+    assert (code, err) == (68 if set(codes) == {68} else 0, "")
+    assert out.splitlines() == expected
+    assert disconnected(logged_in, {}) == {name: set() for name in SESSIONS}

@@ -156,7 +156,8 @@ def fleet_kick(cmd: Kick, args: argparse.Namespace) -> int:
     """Kick on every ``-S`` server at once; one row per server and a total, or the dry run's sessions.
 
     Each server's kick (or failure) gets its audit line. Exit: 75 if a server failed; else 68
-    when nothing was kicked anywhere and every server is a 2.3 (as the local 2.3 kick); else 0.
+    when nothing was kicked (or listed, dry run) anywhere and every server is a 2.3 (as the local
+    2.3 kick); else 0.
     """
     from ..commands.kick import validate
     from ..errors import TempFailError
@@ -194,7 +195,10 @@ def fleet_kick(cmd: Kick, args: argparse.Namespace) -> int:
             rows = separate_rows(r.generation, r.sessions, len(r.alt_fields))
             parts.append((name, headers, rows, r.generation))
         cmd.emit_merged(parts)
-        return int(cmd.report_failures(answers))
+        if cmd.report_failures(answers):
+            return EX_TEMPFAIL
+        nothing = done and all(r.generation == 1 and not r.sessions for _, r in done)
+        return EX_NOTFOUND if nothing else 0  # as the local dry runs: 2.3's lists nothing: 68
     kicked = [(name, r) for name, r in done if r.status == KICKED]
     table = [(name, str(r.count or 0), " ".join(r.users) if r.status == KICKED else "") for name, r in done]
     total = sum(r.count or 0 for _, r in kicked)
