@@ -98,3 +98,31 @@ def test_a_wrong_secret_in_any_form_is_that_entrys_error(
         f"Error: {name}: authentication failed (HTTP 401): check the API key or password" for name in FORMS
     ]
     assert not any(value.encode() in proc.stderr for value in wrong.values())
+
+
+def test_a_wrong_key_goes_unanswered_only_with_connection_close(server: tuple[DovecotInstance, str]) -> None:
+    """What the timeout hint rests on (observed on 2.3.19, 2.4.1, 2.4.5): a wrong key gets 401 on a
+    kept-alive request (dvadm's), no answer at all on one that says ``Connection: close``."""
+    import socket
+
+    _, url = server
+    port = int(url.rsplit(":", 1)[1])
+    body = b'[["who",{},"t"]]'
+    wrong = base64.b64encode(b"wrong-key").decode()
+    answers = {}
+    for close in (False, True):
+        head = (
+            f"POST /doveadm/v1 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: X-Dovecot-API {wrong}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            + ("Connection: close\r\n" if close else "")
+            + "\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.settimeout(2)
+            conn.sendall(head.encode() + body)
+            try:
+                answers[close] = conn.recv(64)
+            except TimeoutError:
+                answers[close] = b"(no answer within 2 s)"
+    assert answers[False].startswith(b"HTTP/1.1 401 ")
+    assert answers[True] == b"(no answer within 2 s)"

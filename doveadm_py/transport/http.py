@@ -8,7 +8,8 @@ session rows (2.4's have ``dest_ip``), else from the command list at ``GET /dove
 
 Secrets go into the ``Authorization`` header only: never into URLs, messages or ``-D``
 logs. Every failure is a :class:`RemoteError` whose message names the cause; Dovecot
-2.3 does not answer a wrong key at all, so a read timeout says so.
+(2.3.19, 2.4.5) does not answer a wrong key on a request that says ``Connection: close`` (dvadm does
+not, a proxy in front may), so a read timeout names wrong credentials as a likely cause.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ TOTAL_READS = 4
 V1_KEYS = ("username", "service", "pid", "ip")
 V2_KEYS = (*V1_KEYS, "dest_ip")
 TIMEOUT_HINT = (
-    "; Dovecot 2.3 does not answer a wrong API key or password at all, "
-    "so wrong credentials are a likely cause"
+    "; wrong credentials are a likely cause (Dovecot leaves a wrong API key or password "
+    "unanswered when the request says Connection: close, as a proxy in front may)"
 )
 
 
