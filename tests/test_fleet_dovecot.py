@@ -235,6 +235,16 @@ def test_fleet_kick_by_wildcard_on_a_group(fleet: Fleet, logged_in: dict) -> Non
     assert disconnected(logged_in, expected) == expected
 
 
+def test_fleet_kick_in_the_formatted_formatter(fleet: Fleet, logged_in: dict) -> None:
+    """``-f formatted``, the local kick's default, has a format for the fleet's rows (it failed with
+    exit 75 after kicking)."""
+    code, out, err = fleet.run("-f", "formatted", "kick", "-S", "backends", "ja*")
+    assert (code, err) == (0, "")
+    assert out == "alpha: 1 connections kicked\nbeta: 1 connections kicked\ntotal: 2 connections kicked\n"
+    expected = {"alpha": {("jane", "127.0.0.1")}, "beta": {("james", "127.0.0.3")}, "gamma": set()}
+    assert disconnected(logged_in, expected) == expected
+
+
 def test_fleet_kick_dry_run_kicks_nothing(fleet: Fleet, logged_in: dict) -> None:
     code, out, err = fleet.run("-f", "tab", "kick", "-S", "all", "--dry-run", "j*")
     assert (code, err) == (0, "")

@@ -26,6 +26,8 @@ from .http import HttpTransport, RemoteError
 if TYPE_CHECKING:
     from ..commands.kick import Kick
 
+#: ``-f formatted`` (the local kick's default): without a format it would fail after kicking.
+FORMAT = "%{server}: %{connections} connections kicked\n"
 HEADERS = (
     Header("server", "server"),
     Header("connections", "connections", right=True),
@@ -203,7 +205,8 @@ def fleet_kick(cmd: Kick, args: argparse.Namespace) -> int:
     table = [(name, str(r.count or 0), " ".join(r.users) if r.status == KICKED else "") for name, r in done]
     total = sum(r.count or 0 for _, r in kicked)
     table.append(("total", str(total), ""))
-    cmd.emit(HEADERS, table, formatter="table", generation=max((r.generation for _, r in done), default=2))
+    generation = max((r.generation for _, r in done), default=2)
+    cmd.emit(HEADERS, table, formatter="table", format=FORMAT, generation=generation)
     if cmd.report_failures(answers):
         return EX_TEMPFAIL
     if total == 0 and done and all(r.generation == 1 for _, r in done):
