@@ -169,7 +169,7 @@ class DvadmApp(App):
         """Report a failure as doveadm does: one line on stderr, the traceback only with -D."""
         if self.options.debug and err.__traceback__ is not None:
             traceback.print_exception(err, file=self.stderr)
-        prefix = "Fatal" if err.exit_code == EX_TEMPFAIL else "Error"
+        prefix = err.prefix or ("Fatal" if err.exit_code == EX_TEMPFAIL else "Error")
         self.stderr.write(f"{prefix}: {err.message}\n")
         if err.hint:
             self.stderr.write(f"Hint: {err.hint}\n")

@@ -22,6 +22,9 @@ class DoveadmError(Exception):
     exit_code: int = EX_TEMPFAIL
     #: A pointer to the fix, printed as a second stderr line (``Hint: ...``) after the message.
     hint: str | None = None
+    #: The word before the message where doveadm's differs from dvadm's rule (``Fatal`` for
+    #: exit 75, else ``Error``): doveadm 2.3 logs a failed ipc request as an error, exit 75.
+    prefix: str | None = None
 
     def __init__(self, message: str, exit_code: int | None = None, hint: str | None = None) -> None:
         super().__init__(message)

@@ -27,7 +27,12 @@ ANVIL_GREETING = b"VERSION\tanvil-server\t"
 
 
 class IpcError(TempFailError):
-    """The ipc socket failed: unreachable, closed early, hung, or sent something invalid."""
+    """The ipc socket failed: unreachable, closed early, hung, or sent something invalid.
+
+    Exit 75, printed as doveadm 2.3 logs it: ``Error: KICK failed: <reason>``.
+    """
+
+    prefix = "Error"
 
 
 class AnvilGreeting(IpcError):

@@ -225,3 +225,20 @@ def test_processes_knowing_other_alt_fields_shift_the_cells_as_doveadm(
         their_table
     )  # doveadm 2.3.19.1
     assert b"Panic: " in their_table.stderr
+
+
+def test_a_socket_that_is_no_ipc_fails_in_doveadms_words(server: ProxyDovecot, dvadm: RunDvadm) -> None:
+    """``-a`` naming the 2.3 anvil: it hangs up on the ipc line. doveadm 2.3 logs ``Error: KICK
+    failed: Disconnected`` (exit 75) and ``Error: LIST-FULL failed: Disconnected`` (exit 0, where
+    dvadm exits 75): the same line, byte for byte."""
+    anvil = str(server.anvil_path)
+    kick, their_kick = both(server, dvadm, "proxy", "kick", "-a", anvil, "nobody")
+    assert (kick.returncode, kick.stdout, kick.stderr) == (75, b"", b"Error: KICK failed: Disconnected\n")
+    assert (their_kick.returncode, their_kick.stdout, their_kick.stderr) == (75, b"", kick.stderr)
+    listing, their_listing = both(server, dvadm, "proxy", "list", "-a", anvil)
+    assert (listing.returncode, listing.stdout, listing.stderr) == (
+        75,
+        b"",
+        b"Error: LIST-FULL failed: Disconnected\n",
+    )
+    assert (their_listing.returncode, their_listing.stdout, their_listing.stderr) == (0, b"", listing.stderr)

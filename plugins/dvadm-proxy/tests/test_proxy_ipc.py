@@ -106,7 +106,7 @@ def test_list_error_reply_keeps_the_rows_read_and_exits_75(dvadm: RunDvadm) -> N
         proc = dvadm("-f", "tab", "proxy", "list", "-a", ipc.path)
     assert proc.returncode == 75
     assert proc.stdout.endswith(b"jane\tjane-a\timap\t192.0.2.7\t10.0.0.1\t143\n")
-    assert proc.stderr == b"Fatal: LIST-FULL failed: Unknown command\n"
+    assert proc.stderr == b"Error: LIST-FULL failed: Unknown command\n"
 
 
 @pytest.mark.parametrize(
@@ -150,12 +150,12 @@ def test_kick_other_formatter(dvadm: RunDvadm) -> None:
 @pytest.mark.parametrize(
     ("reply", "message"),
     [
-        (b"-Missing parameter\n", b"Fatal: KICK failed: Missing parameter\n"),
-        (b"+12x\n", b"Fatal: KICK failed: Invalid count in reply: 12x\n"),
-        (b"*what\n", b"Fatal: KICK failed: Invalid input: *what\n"),
-        (b"\n", b"Fatal: KICK failed: Invalid input: \n"),
-        (b":partial", b"Fatal: KICK failed: read(%s) timed out after 2 s\n"),
-        (b"+1\x1b[2J\n", b"Fatal: KICK failed: Invalid count in reply: 1\\x1b[2J\n"),
+        (b"-Missing parameter\n", b"Error: KICK failed: Missing parameter\n"),
+        (b"+12x\n", b"Error: KICK failed: Invalid count in reply: 12x\n"),
+        (b"*what\n", b"Error: KICK failed: Invalid input: *what\n"),
+        (b"\n", b"Error: KICK failed: Invalid input: \n"),
+        (b":partial", b"Error: KICK failed: read(%s) timed out after 2 s\n"),
+        (b"+1\x1b[2J\n", b"Error: KICK failed: Invalid count in reply: 1\\x1b[2J\n"),
     ],
 )
 def test_kick_bad_replies(dvadm: RunDvadm, reply: bytes, message: bytes) -> None:
@@ -167,10 +167,10 @@ def test_kick_bad_replies(dvadm: RunDvadm, reply: bytes, message: bytes) -> None
 @pytest.mark.parametrize(
     ("fault", "reply", "message"),
     [
-        ("hang", b"", b"Fatal: LIST-FULL failed: read(%s) timed out after 2 s\n"),
-        ("close", b"", b"Fatal: LIST-FULL failed: Disconnected\n"),
-        ("drip", HEADER + b"+\n", b"Fatal: LIST-FULL failed: read(%s) timed out after 2 s\n"),
-        ("flood", b"", b"Fatal: LIST-FULL failed: no complete reply from %s within 5 s\n"),
+        ("hang", b"", b"Error: LIST-FULL failed: read(%s) timed out after 2 s\n"),
+        ("close", b"", b"Error: LIST-FULL failed: Disconnected\n"),
+        ("drip", HEADER + b"+\n", b"Error: LIST-FULL failed: read(%s) timed out after 2 s\n"),
+        ("flood", b"", b"Error: LIST-FULL failed: no complete reply from %s within 5 s\n"),
     ],
 )
 def test_list_faults_are_bounded(dvadm: RunDvadm, fault: str, reply: bytes, message: bytes) -> None:
@@ -186,10 +186,10 @@ def test_list_faults_are_bounded(dvadm: RunDvadm, fault: str, reply: bytes, mess
 @pytest.mark.parametrize(
     ("fault", "reply", "message"),
     [
-        ("hang", b"", b"Fatal: KICK failed: read(%s) timed out after 2 s\n"),
-        ("close", b"", b"Fatal: KICK failed: Disconnected\n"),
-        ("drip", b"+1234567\n", b"Fatal: KICK failed: read(%s) timed out after 2 s\n"),
-        ("flood", b"", b"Fatal: KICK failed: no complete reply from %s within 5 s\n"),
+        ("hang", b"", b"Error: KICK failed: read(%s) timed out after 2 s\n"),
+        ("close", b"", b"Error: KICK failed: Disconnected\n"),
+        ("drip", b"+1234567\n", b"Error: KICK failed: read(%s) timed out after 2 s\n"),
+        ("flood", b"", b"Error: KICK failed: no complete reply from %s within 5 s\n"),
     ],
 )
 def test_kick_faults_are_bounded(dvadm: RunDvadm, fault: str, reply: bytes, message: bytes) -> None:
@@ -208,7 +208,7 @@ def test_an_over_long_line_is_refused(dvadm: RunDvadm) -> None:
     with FakeIpc(b":" + b"x" * (2 * 1024 * 1024) + b"\n+\n") as ipc:
         proc = dvadm(*FAST, "proxy", "list", "-a", ipc.path)
     assert proc.returncode == 75
-    assert proc.stderr == b"Fatal: LIST-FULL failed: ipc sent a line longer than 1048576 bytes\n"
+    assert proc.stderr == b"Error: LIST-FULL failed: ipc sent a line longer than 1048576 bytes\n"
 
 
 def test_unreachable_socket(dvadm: RunDvadm, tmp_path: object) -> None:
@@ -218,7 +218,7 @@ def test_unreachable_socket(dvadm: RunDvadm, tmp_path: object) -> None:
         assert proc.returncode == 75
         assert (
             proc.stderr
-            == b"Fatal: "
+            == b"Error: "
             + what
             + b" failed: connect("
             + path.encode()

@@ -125,7 +125,7 @@ def test_a_23_anvil_is_no_ipc_socket(dvadm: RunDvadm) -> None:
     with AnvilSimulator(protocol=1, sessions=[]) as sim:
         proc = dvadm("-o", "dvadm_ipc_timeout=2", "proxy", "kick", "-a", sim.path, "jane")
     assert proc.returncode == 75
-    assert proc.stderr.startswith(b"Fatal: KICK failed: ")
+    assert proc.stderr.startswith(b"Error: KICK failed: ")
     assert sim.kicks == []
 
 
@@ -136,7 +136,7 @@ def test_neither_socket_names_both(dvadm: RunDvadm, tmp_path: Path) -> None:
     assert (
         proc.stderr
         == (
-            f"Fatal: LIST-FULL failed: connect({tmp_path}/ipc) failed: No such file or directory "
+            f"Error: LIST-FULL failed: connect({tmp_path}/ipc) failed: No such file or directory "
             f"(Dovecot 2.3); net_connect_unix({tmp_path}/anvil) failed: No such file or directory (2.4)\n"
         ).encode()
     )
