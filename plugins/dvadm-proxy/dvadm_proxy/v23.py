@@ -70,10 +70,23 @@ def check_list_v23(args: argparse.Namespace) -> bool:
     if args.masks:
         given.append("masks")
     if given:
+        field = args.passdb_field
+        hint = None
+        if field is not None and field in formatter_names():  # meant as the global -f
+            hint = f"for {field} output put -f before the command: dvadm -f {field} proxy list"
+        need = "needs" if len(given) == 1 else "need"
         raise UsageError(
-            f"proxy list on Dovecot 2.3 takes only -a <ipc socket path>: {', '.join(given)} need Dovecot 2.4"
+            f"proxy list on Dovecot 2.3 takes only -a <ipc socket path>: {', '.join(given)} {need} Dovecot 2.4",
+            hint=hint,
         )
     return True
+
+
+def formatter_names() -> set[str]:
+    """The output formatters installed (dvadm's and plugins'), as the global -f takes them."""
+    from importlib.metadata import entry_points
+
+    return {ep.name for ep in entry_points(group="dvadm.formatters")}
 
 
 def list_v23(cmd: Any, conn: IpcConnection) -> int:

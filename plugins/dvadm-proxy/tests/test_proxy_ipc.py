@@ -261,6 +261,18 @@ def test_list_options_of_24_refused_on_23(dvadm: RunDvadm, argv: tuple[str, ...]
     assert ipc.received == []
 
 
+def test_list_dash_f_formatter_on_23_points_to_the_global_option(dvadm: RunDvadm) -> None:
+    """After the command word -f is 2.4's passdb field; a formatter's name there gets a hint."""
+    with FakeIpc(LIST_REPLY) as ipc:
+        proc = dvadm("proxy", "list", "-a", ipc.path, "-f", "json")
+    assert (proc.returncode, proc.stdout) == (64, b"")
+    assert proc.stderr == (
+        b"Error: proxy list on Dovecot 2.3 takes only -a <ipc socket path>: -f needs Dovecot 2.4\n"
+        b"Hint: for json output put -f before the command: dvadm -f json proxy list\n"
+    )
+    assert ipc.received == []
+
+
 def test_default_socket_is_base_dir_ipc(dvadm: RunDvadm) -> None:
     with FakeIpc(b"+5\n") as ipc:
         proc = dvadm("-o", f"base_dir={ipc.dir}", "proxy", "kick", "jane")
