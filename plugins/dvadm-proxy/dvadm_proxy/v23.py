@@ -74,11 +74,8 @@ def check_list_v23(args: argparse.Namespace) -> bool:
         hint = None
         if field is not None and field in formatter_names():  # meant as the global -f
             hint = f"for {field} output put -f before the command: dvadm -f {field} proxy list"
-        need = "needs" if len(given) == 1 else "need"
-        raise UsageError(
-            f"proxy list on Dovecot 2.3 takes only -a <ipc socket path>: {', '.join(given)} {need} Dovecot 2.4",
-            hint=hint,
-        )
+        need = f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} Dovecot 2.4"
+        raise UsageError(f"proxy list on Dovecot 2.3 takes only -a <ipc socket path>: {need}", hint=hint)
     return True
 
 
