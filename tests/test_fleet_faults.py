@@ -50,6 +50,7 @@ def run_fleet(tmp_path: Path, bad: FakeApiServer, *args: str) -> tuple[int, str,
         (FakeApiServer(fault="close"), "closed the connection without an answer"),
         (FakeApiServer(fault="hang"), "within 1 s; wrong credentials are a likely cause (Dovecot leaves"),
         (FakeApiServer(GOOD * 20, fault="drip"), "reply still incomplete after 4 s, giving up"),
+        (FakeApiServer(fault="drip-head"), "reply still incomplete after 4 s, giving up"),
         (FakeApiServer(raw_reply=b'[["error",{"type":"exitCode","exitCode":75},"dvadm1"]]'), "exit code 75"),
         (
             FakeApiServer(raw_reply=b'[["error",{"type":"unAuthorized","exitCode":0},"dvadm1"]]'),
@@ -89,6 +90,24 @@ def test_a_failing_server_is_named_and_the_others_print(
     assert "Traceback" not in err and "k2-secret" not in err
     if server.requests:  # dvadm keeps the connection open (Dovecot ignores a wrong key that closes it)
         assert all(b"connection: close" not in r.lower() for r in server.requests)
+
+
+def test_a_tls_handshake_that_never_ends_is_given_up(tmp_path: Path) -> None:
+    """The watchdog holds the TCP socket before the handshake: a server dripping its TLS record
+    is given up at the deadline like one dripping its reply."""
+    with FakeApiServer(fault="drip-tls") as bad:
+        fleet = write_fleet(tmp_path, {"tls": {"url": bad.url.replace("http:", "https:"), "key": "k"}})
+        proc = cli.run_dvadm(
+            "-o",
+            "dvadm_http_timeout=1",
+            "who",
+            "-S",
+            "tls",
+            env=dict(os.environ, DVADM_FLEET=str(fleet)),
+            timeout=60,
+        )
+    assert (proc.returncode, proc.stdout) == (75, b"")
+    assert proc.stderr.decode() == "Error: tls: reply still incomplete after 4 s, giving up\n"
 
 
 def test_a_failing_server_kicks_nothing_and_the_others_report(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ HTTP API; :func:`write_fleet` writes a fleet file with 0600 key files, :func:`ma
 a certificate for 127.0.0.1. :class:`FakeApiServer`
 answers like Dovecot 2.3's API with canned sessions after a delay, or misbehaves (``fault``:
 ``"hang"`` accepts and never answers, ``"garbage"`` sends invalid JSON, ``"500"``, ``"401"``,
-``"close"`` closes without an answer, ``"drip"`` sends a byte every 0.1 s), or sends
+``"close"`` closes without an answer, ``"drip"`` sends a byte every 0.1 s, ``"drip-head"``
+a header that never ends, ``"drip-tls"`` a TLS handshake that never ends), or sends
 ``raw_reply`` as its 200 body; it is for the benchmark and for faults a real server cannot
 be made to show.
 """
@@ -141,6 +142,11 @@ class FakeApiServer:
             conn.settimeout(5)
             data = b""
             with contextlib.suppress(OSError):
+                if self.fault == "drip-tls":  # a TLS record header, then its body a byte every 0.1 s
+                    conn.sendall(b"\x16\x03\x03\x40\x00")
+                    while not self._stop.wait(0.1):
+                        conn.sendall(b"a")
+                    return
                 while b"\r\n\r\n" not in data:
                     chunk = conn.recv(65536)
                     if not chunk:
@@ -160,6 +166,11 @@ class FakeApiServer:
                 self.requests.append(head + b"\r\n\r\n" + body)
                 if self.fault == "hang":
                     self._stop.wait(60)
+                    return
+                if self.fault == "drip-head":  # a header that never ends, a byte every 0.1 s
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+                    while not self._stop.wait(0.1):
+                        conn.sendall(b"a")
                     return
                 deadline = time.monotonic() + self.delay
                 while time.monotonic() < deadline and not self._stop.is_set():

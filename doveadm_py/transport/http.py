@@ -84,6 +84,8 @@ class HttpTransport:
         self._protocol: int | None = None
         self._pool: Any = None
         self._tag = 0
+        self._sock: Any = None  # the pool's live socket, for the watchdog
+        self._expired: Any = None  # threading.Event of the request in progress
 
     # -- the interface -------------------------------------------------------------------------
 
@@ -186,6 +188,15 @@ class HttpTransport:
         if self.debug is not None:
             self.debug(f"http {self.name}> {method} {self.url}{path} {what}")
         started = time.monotonic()
+        limit = self.timeout * TOTAL_READS
+        # Each read has its timeout, but a server dripping its headers or body a byte at a time
+        # never trips it: the watchdog shuts the socket down once the whole reply is late.
+        import threading
+
+        self._expired = threading.Event()
+        watchdog = threading.Timer(limit, self._expire, (self._expired,))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             response = self._pool.urlopen(
                 method,
@@ -198,8 +209,16 @@ class HttpTransport:
                 timeout=urllib3.Timeout(connect=self.connect_timeout, read=self.timeout),
             )
             data = self._read(response)
-        except urllib3.exceptions.HTTPError as err:
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            if self._expired.is_set():
+                raise RemoteError(self._late()) from None
+            if not isinstance(err, urllib3.exceptions.HTTPError):
+                raise
             raise RemoteError(f"{self.name}: {self._describe(err, urllib3)}") from None
+        finally:
+            watchdog.cancel()
+        if self._expired.is_set():  # the shut socket may read as a reply that ended early
+            raise RemoteError(self._late())
         if self.debug is not None:
             took = time.monotonic() - started
             self.debug(f"http {self.name}< {response.status} {len(data)} bytes in {took:.3f} s")
@@ -215,8 +234,7 @@ class HttpTransport:
     def _read(self, response: Any) -> bytes:
         """The whole body: each read within the timeout, all of it within TOTAL_READS timeouts
         (a server that drips bytes), at most MAX_REPLY bytes."""
-        limit = self.timeout * TOTAL_READS
-        deadline = time.monotonic() + limit
+        deadline = time.monotonic() + self.timeout * TOTAL_READS
         chunks = []
         size = 0
         try:
@@ -225,7 +243,7 @@ class HttpTransport:
                 if size > MAX_REPLY:
                     raise RemoteError(f"{self.name}: reply larger than {MAX_REPLY >> 20} MiB, giving up")
                 if time.monotonic() > deadline:
-                    raise RemoteError(f"{self.name}: reply still incomplete after {limit:g} s, giving up")
+                    raise RemoteError(self._late())
                 chunks.append(chunk)
         finally:
             response.release_conn()
@@ -236,8 +254,38 @@ class HttpTransport:
             import ssl
 
             context = ssl.create_default_context(cafile=self.ca_file)
-            return urllib3.connection_from_url(self.url, maxsize=1, ssl_context=context)
-        return urllib3.connection_from_url(self.url, maxsize=1)
+            pool = urllib3.connection_from_url(self.url, maxsize=1, ssl_context=context)
+        else:
+            pool = urllib3.connection_from_url(self.url, maxsize=1)
+        transport = self
+
+        class WatchedConnection(pool.ConnectionCls):  # type: ignore[name-defined,misc]
+            """Hands its TCP socket to the watchdog before any TLS handshake (which could drip too);
+            one connected after the deadline is shut at once."""
+
+            def _new_conn(self) -> Any:
+                sock = super()._new_conn()
+                transport._sock = sock
+                if transport._expired is not None and transport._expired.is_set():
+                    transport._expire(transport._expired)
+                return sock
+
+        pool.ConnectionCls = WatchedConnection
+        return pool
+
+    def _late(self) -> str:
+        return f"{self.name}: reply still incomplete after {self.timeout * TOTAL_READS:g} s, giving up"
+
+    def _expire(self, expired: Any) -> None:
+        """The watchdog: the request ran past its deadline; a blocked read returns at once."""
+        import contextlib
+        import socket
+
+        expired.set()
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _describe(self, err: Exception, urllib3: Any) -> str:
         exc = urllib3.exceptions
