@@ -92,6 +92,18 @@ def test_a_failing_server_is_named_and_the_others_print(
         assert all(b"connection: close" not in r.lower() for r in server.requests)
 
 
+def test_a_path_in_the_url_leads_the_api_path(tmp_path: Path) -> None:
+    """A proxy in front may serve the API under a prefix: https://host/dovecot/ -> /dovecot/doveadm/v1."""
+    with FakeApiServer(GOOD) as server:
+        fleet = write_fleet(tmp_path, {"p": {"url": server.url + "/dovecot/", "key": "k"}})
+        proc = cli.run_dvadm(
+            "-f", "tab", "who", "-S", "p", "-1", env=dict(os.environ, DVADM_FLEET=str(fleet))
+        )
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert proc.stdout.decode() == GOOD_OUT.replace("good\t", "p\t")
+    assert [r.split(b" ", 2)[:2] for r in server.requests] == [[b"POST", b"/dovecot/doveadm/v1"]]
+
+
 def test_a_tls_handshake_that_never_ends_is_given_up(tmp_path: Path) -> None:
     """The watchdog holds the TCP socket before the handshake: a server dripping its TLS record
     is given up at the deadline like one dripping its reply."""

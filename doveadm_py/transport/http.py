@@ -76,6 +76,8 @@ class HttpTransport:
     ) -> None:
         self.name = name
         self.url = url.rstrip("/")
+        # A path in the URL (a proxy in front that serves the API under a prefix) leads the API's.
+        self.api_path = "/" + "/".join(filter(None, (*self.url.split("/")[3:], "doveadm/v1")))
         self._credentials = credentials
         self.ca_file = ca_file
         self.connect_timeout = connect_timeout
@@ -144,11 +146,11 @@ class HttpTransport:
         self._tag += 1
         tag = f"dvadm{self._tag}"
         body = json.dumps([[name, params, tag]]).encode()
-        reply = self._request("POST", "/doveadm/v1", body, f"{name} {json.dumps(params)}")
+        reply = self._request("POST", self.api_path, body, f"{name} {json.dumps(params)}")
         return self._result(reply, name, tag)
 
     def _ask_generation(self) -> int:
-        commands = self._request("GET", "/doveadm/v1", None, "list commands")
+        commands = self._request("GET", self.api_path, None, "list commands")
         if not isinstance(commands, list):
             raise RemoteError(f"{self.name}: malformed command list from GET /doveadm/v1")
         for entry in commands:
@@ -186,7 +188,8 @@ class HttpTransport:
         if body is not None:
             headers["Content-Type"] = "application/json"
         if self.debug is not None:
-            self.debug(f"http {self.name}> {method} {self.url}{path} {what}")
+            origin = "/".join(self.url.split("/")[:3])
+            self.debug(f"http {self.name}> {method} {origin}{path} {what}")
         started = time.monotonic()
         limit = self.timeout * TOTAL_READS
         # Each read has its timeout, but a server dripping its headers or body a byte at a time
