@@ -9,8 +9,13 @@ sessions go through the same filtering, aggregation and formatting code.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from ..commands.kick.report import KickReport
+    from ..masks import Filter
 
 
 class KickOutcome(NamedTuple):
@@ -38,6 +43,11 @@ class Transport(Protocol):
 
     def sessions(self) -> Any:
         """The full session list as a dump (see module doc); the protocol is settled after it."""
+        ...
+
+    def kick(self, filter_: Filter, dest_host: str | None, args: argparse.Namespace) -> KickReport:
+        """Kick (or ``--dry-run``) what the masks select, as the server's generation does, keeping
+        dvadm's promises; the report says what happened (nothing is written)."""
         ...
 
     def penalty_rows(self) -> Iterator[Sequence[str]]:

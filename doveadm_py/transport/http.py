@@ -14,15 +14,20 @@ not, a proxy in front may), so a read timeout names wrong credentials as a likel
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..anvil.records import SessionV1, SessionV2
 from ..errors import TempFailError
 from .base import KickOutcome
+
+if TYPE_CHECKING:
+    from ..commands.kick.report import KickReport
+    from ..masks import Filter
 
 MAX_REPLY = 512 * 1024 * 1024
 """Bytes of one reply at most: a million sessions are ~100 MiB of JSON."""
@@ -112,8 +117,15 @@ class HttpTransport:
         for row in rows:
             yield tuple(_text(self.name, row, key) for key in keys)
 
-    def kick(self, masks: Sequence[str], dest_host: str | None, passdb_field: str | None) -> KickOutcome:
-        """The server's own kick; 2.3 answers the users it kicked (exit 68: none), 2.4 a count."""
+    def kick(self, filter_: Filter, dest_host: str | None, args: argparse.Namespace) -> KickReport:
+        """Kick (or dry-run) with dvadm's promises kept, as :meth:`LocalTransport.kick`: the session
+        list first, then the server's own kick (:func:`doveadm_py.transport.kick.kick_server`)."""
+        from .kick import kick_server
+
+        return kick_server(self, filter_, dest_host, args)
+
+    def api_kick(self, masks: Sequence[str], dest_host: str | None, passdb_field: str | None) -> KickOutcome:
+        """The API's kick as such; 2.3 answers the users it kicked (exit 68: none), 2.4 a count."""
         params: dict[str, Any] = {}
         if masks:
             params["mask"] = list(masks)

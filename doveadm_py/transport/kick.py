@@ -75,7 +75,7 @@ def kick_server(
     users = sorted_names(s.username for s in targets)
     if not masks and (field is not None or dest_host is None):  # -f: no alt value is safe to send
         return KickReport(2, KICKED, count=0, notes=notes)
-    outcome = server.kick(masks, None if masks is not args.masks else dest_host, field)
+    outcome = server.api_kick(masks, None if masks is not args.masks else dest_host, field)
     return KickReport(2, KICKED, users=users, count=outcome.connections, notes=notes)
 
 
@@ -146,7 +146,7 @@ def _kick_v1(
         return KickReport(1, DRY_RUN, sessions=targets)
     if not chosen:
         return KickReport(1, NONE, count=0, exit_code=EX_NOTFOUND)
-    outcome = server.kick(args.masks, None, None)
+    outcome = server.api_kick(args.masks, None, None)
     kicked = set(outcome.users)
     if not kicked:
         return KickReport(1, NONE, count=0, exit_code=EX_NOTFOUND)
@@ -173,7 +173,7 @@ def fleet_kick(cmd: Kick, args: argparse.Namespace) -> int:
         return cmd.report_readings(cmd.remote_servers(args) or [], wrong)
     servers = cmd.remote_servers(args)
     assert servers is not None  # Kick calls this only with -S targets
-    answers = cmd.ask_servers(servers, lambda server: kick_server(server, filter_, dest_host, args))
+    answers = cmd.ask_servers(servers, lambda server: server.kick(filter_, dest_host, args))
     done = [(a.name, a.value) for a in answers if isinstance(a, Answer)]
     for answer in answers:
         cmd.server = answer.name
