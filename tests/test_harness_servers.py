@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from doveadm_py.testing import DovecotInstance, anvil_exchange_v2, servers
-from doveadm_py.testing.dovecot import child_processes, process_alive
+from doveadm_py.testing.dovecot import child_processes, process_alive, process_cmdline
 from doveadm_py.testing.fixtures import dovecot_servers
+from doveadm_py.testing.lmtp import held_delivery, wait_lmtp_registered
 from doveadm_py.testing.servers import CHROOTS_ENV, SERVERS, DovecotServer
 
 pytestmark = pytest.mark.dovecot
@@ -59,18 +60,21 @@ def test_direct_and_proxied_logins_with_alt_usernames(
 def test_stop_leaves_no_process_mount_or_file(
     dovecot_server: DovecotServer, dovecot_factory, imap_sessions
 ) -> None:
-    instance = dovecot_factory(proxy=True)
+    instance = dovecot_factory(proxy=True, lmtp=True)
     imap_sessions(DIRECT, instance=instance)
-    master, work_dir = instance.master_pid or 0, instance.work_dir
-    children = child_processes(master)
-    root = dovecot_server.root
-    if root is not None:
-        # /dev and /proc are mounted in the master's own mount namespace, never in ours.
-        assert os.readlink(f"/proc/{master}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
-        theirs = [line.split()[4] for line in Path(f"/proc/{master}/mountinfo").read_text().splitlines()]
-        assert {"/dev", "/proc"} <= set(theirs)  # mount points as the chrooted master sees them
-        assert str(root) not in Path("/proc/self/mountinfo").read_text()
-    instance.stop()
+    with held_delivery(instance, ["jane"]):  # an LMTP process too, stopped with the rest
+        wait_lmtp_registered(instance, 1)
+        master, work_dir = instance.master_pid or 0, instance.work_dir
+        children = child_processes(master)
+        assert any(process_cmdline(pid).startswith(b"dovecot/lmtp") for pid in children)
+        root = dovecot_server.root
+        if root is not None:
+            # /dev and /proc are mounted in the master's own mount namespace, never in ours.
+            assert os.readlink(f"/proc/{master}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+            theirs = [line.split()[4] for line in Path(f"/proc/{master}/mountinfo").read_text().splitlines()]
+            assert {"/dev", "/proc"} <= set(theirs)  # mount points as the chrooted master sees them
+            assert str(root) not in Path("/proc/self/mountinfo").read_text()
+        instance.stop()
     assert not process_alive(master)
     assert [pid for pid in children if process_alive(pid)] == []
     assert work_dir is not None and not work_dir.exists()
