@@ -130,6 +130,7 @@ class DvadmApp(App):
         cmd = self.make_command(factory, name)
         if getattr(cmd, "changes_state", False):
             self.stdout.hold()  # its report is written once it has finished (see output_failed)
+        parsed = None
         try:
             if self.options.formatter:
                 from .output import load_formatter
@@ -144,6 +145,9 @@ class DvadmApp(App):
         except HelpRequested:
             return 0
         except DoveadmError as err:
+            refused = getattr(cmd, "refused_before_run", None)
+            if parsed is None and refused is not None:  # e.g. the kick's audit line
+                refused(sub_argv, err)
             return self.fail(err)
         except SystemExit as exc:  # a plain cliff command's argparse
             code = exc.code if isinstance(exc.code, int) else 0

@@ -164,3 +164,32 @@ def test_an_interrupted_kick_is_logged(syslog: SyslogSocket) -> None:
         (line,) = syslog.lines()
     interrupted = "interrupted (SIGINT): requests already sent may have kicked"
     assert line.endswith(f": 'al*' on {sim.path}: {interrupted}"), line
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (["kick", "--bogus", "alice"], b"refused (exit 64): dvadm kick: unrecognized arguments: --bogus"),
+        (["kick", "alice", "-a"], b"refused (exit 64): dvadm kick: argument -a/--socket-path: expected one"),
+        (["-f", "nosuch", "kick", "alice"], b"refused (exit 75): Unknown print formatter: nosuch"),
+    ],
+)
+def test_a_kick_refused_for_its_command_line_is_logged(
+    syslog: SyslogSocket, args: list[str], why: bytes
+) -> None:
+    """Refused before the command ran (a bad option, an unknown formatter): logged as any refusal, with
+    the words as given."""
+    done = run_dvadm(*args, env={SOCKET_ENV: str(syslog.path)}, timeout=30)
+    assert done.returncode in (64, 75), done.stderr
+    (line,) = syslog.lines()
+    words = args[args.index("kick") + 1 :]
+    assert f"kick by {ME}: {' '.join(words)} on (not resolved): " in line, line
+    assert line.encode().split(b": ", 3)[-1].startswith(why), line
+
+
+def test_a_dry_run_refused_for_its_command_line_is_not_logged(syslog: SyslogSocket) -> None:
+    assert (
+        run_dvadm("kick", "--dry-run", "--bogus", "alice", env={SOCKET_ENV: str(syslog.path)}).returncode
+        == 64
+    )
+    assert syslog.lines() == []

@@ -88,6 +88,15 @@ class Kick(DvadmCommand):
             except CommandEventError as err:  # settled by the server's generation: 2.4's words
                 raise err.for_command(command) from None
 
+    def refused_before_run(self, argv: list[str], error: DoveadmError) -> None:
+        """A kick refused for its command line (a bad option, an unknown formatter) before it ran:
+        audited like any refusal, with the words as given (a dry run's are not)."""
+        if "--dry-run" in argv[: argv.index("--") if "--" in argv else len(argv)]:
+            return
+        from ...audit import log_kick
+
+        log_kick(argv, [], "(not resolved)", f"refused (exit {error.exit_code}): {error.message}")
+
     def audit(self, args: argparse.Namespace, report: KickReport | None, error: BaseException | None) -> None:
         """One syslog line per kick and per refused or failed kick (dry runs are not logged)."""
         if args.dry_run:
