@@ -8,6 +8,7 @@ alternative usernames (``-f``) and proxy destinations (``-h``), with direct and 
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable, Collection, Iterator
 
 import pytest
@@ -54,7 +55,30 @@ def test_machine_formats_match_doveadm(server: DovecotInstance, formatter: str) 
     assert outputs[0][0] == 0 and b"1" in outputs[0][1]
 
 
-def test_dry_run_lists_what_the_kick_kicks(server: DovecotInstance) -> None:
+#: What Dovecot 2.4's anvil logs when one kick reaches a proxied login's imap-login and its backend
+#: together and anvil panics (an upstream bug, see FORMS below).
+ANVIL_PANIC = "Panic: file admin-client.c"
+
+
+def test_dry_run_lists_what_the_kick_kicks(dovecot_server: DovecotServer) -> None:
+    """``'*'`` with direct and proxied logins, on an instance of its own: this kick reaches a proxy and
+    its backend together, which can make anvil panic (seen on 2.4.1 in about one run in four); that
+    upstream crash is reported as an expected failure, not taken for dvadm's."""
+    with DovecotInstance(server=dovecot_server, proxy=True) as server:
+        check_dry_run_against_the_kick(server)
+
+
+def logged(instance: DovecotInstance, text: str, timeout: float = 5.0) -> bool:
+    """Whether ``text`` appears in the instance's log within ``timeout`` s (its log process lags)."""
+    deadline = time.monotonic() + timeout
+    while text not in instance.log_text():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def check_dry_run_against_the_kick(server: DovecotInstance) -> None:
     wait_registered(server, 0, timeout=10)
     with (
         open_sessions(server, DIRECT) as direct,
@@ -67,6 +91,8 @@ def test_dry_run_lists_what_the_kick_kicks(server: DovecotInstance) -> None:
         assert services == ["imap", "imap", "imap", "imap-login"]  # the proxied login is two sessions
         assert direct.wait_for_disconnects([], timeout=1, settle=0.3) == set()
         code, out, err = dvadm_kick(server, "*")
+        if b"Failed to send kick to anvil" in err and logged(server, ANVIL_PANIC):
+            pytest.xfail(f"Dovecot's anvil panicked during the kick (upstream bug): {err!r}")
         # anvil's own count: the proxied login's backend session may end (its proxy just went) before
         # anvil reaches it, and is then not counted (seen once in 2.4.5 under load): one less.
         assert (code, err) == (0, b"")
