@@ -248,7 +248,10 @@ class DovecotInstance:
     from :data:`~doveadm_py.testing.servers.SERVERS` (default ``"2.3"``, the host's own Dovecot) or a
     :class:`~doveadm_py.testing.servers.DovecotServer`. ``proxy=True`` adds a second IMAP listener on
     :attr:`proxy_port` that proxies every login to this same instance's :attr:`imap_port` (so ``imap-login``
-    sessions with a ``dest_ip`` exist; the backend sees the client's own IP). ``lmtp=True`` adds an LMTP
+    sessions with a ``dest_ip`` exist; the backend sees the client's own IP); with ``backend_port`` it proxies
+    to that port instead (another instance's ``imap_port``: the proxy's and the backend's sessions are then
+    in two anvils, as on real proxies, and a kick of both cannot hit 2.4 anvil's panic on one kick reaching
+    a proxy and its own backend). ``lmtp=True`` adds an LMTP
     listener on :attr:`lmtp_port` (the server's ``dovecot-lmtpd`` must be installed): a delivery held open
     after ``RCPT TO`` is an ``lmtp`` session in anvil (:mod:`doveadm_py.testing.lmtp`). Requires root: the
     mail processes run as the ``dovecot`` user, logins chroot as ``dovenull``.
@@ -263,6 +266,7 @@ class DovecotInstance:
         *,
         user_fields: Mapping[str, Mapping[str, str]] | None = None,
         proxy: bool = False,
+        backend_port: int | None = None,
         lmtp: bool = False,
         server: str | DovecotServer | None = None,
         auth_failure_delay: int = 0,
@@ -287,6 +291,7 @@ class DovecotInstance:
         self.server = get_server(server)
         self.proxy = proxy
         self.proxy_port: int | None = None
+        self.backend_port = backend_port
         self.lmtp = lmtp
         self.lmtp_port: int | None = None
         self.extra_conf = extra_conf

@@ -42,7 +42,8 @@ def passwd_lines(instance: DovecotInstance, homes: str, uid: int, gid: int) -> s
 
 def _proxy_entries(instance: DovecotInstance, key: str) -> str:
     return "".join(
-        f"{key}{user}:{{PLAIN}}{password}::::::proxy=y host={instance.host} port={instance.imap_port}"
+        f"{key}{user}:{{PLAIN}}{password}::::::proxy=y host={instance.host} "
+        f"port={instance.backend_port or instance.imap_port}"
         f"{' ' + _fields(instance.user_fields[user], False) if instance.user_fields.get(user) else ''}\n"
         for user, password in instance.users.items()
     )
