@@ -287,14 +287,17 @@ class DvadmCommand(Command):
         return EX_USAGE
 
     def emit_merged(
-        self, parts: Sequence[tuple[str, Sequence[Header], Iterable[Sequence[str]], int]]
+        self,
+        parts: Sequence[tuple[str, Sequence[Header], Iterable[Sequence[str]], int]],
+        formatter: str | None = None,
     ) -> None:
-        """Each server's (name, headers, rows, generation) as one result with a leading ``server`` column."""
+        """Each server's (name, headers, rows, generation) as one result with a leading ``server`` column
+        (``formatter``: as :meth:`emit`'s)."""
         from .transport.fleet import merge
 
         if parts:
             headers, rows, generation = merge(parts)
-            self.emit(headers, rows, generation=generation)
+            self.emit(headers, rows, formatter=formatter, generation=generation)
 
     def report_failures(self, answers: Sequence[Answer | ServerFailure]) -> int:
         """One ``Error:`` line per failed server on stderr; 75 if any failed, else 0."""

@@ -12,13 +12,16 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kick_helpers import KICKED, report
 
 from doveadm_py.testing import DovecotInstance, open_sessions, wait_registered
 from doveadm_py.testing.cli import run_dvadm
+from doveadm_py.testing.dovecot import free_port
 from doveadm_py.testing.fixtures import dovecot_servers
+from doveadm_py.testing.fleet import http_api_conf, write_fleet
 from doveadm_py.testing.lmtp import held_delivery, lmtp_entries, wait_lmtp_registered
 from doveadm_py.testing.servers import DovecotServer
 from doveadm_py.testing.tables import dash_blank_cells, prints_blank_cells
@@ -29,9 +32,19 @@ IMAP = [("james", "127.0.0.3"), ("foo", "127.0.0.5")]
 LMTP = ["jane", "jano"]
 
 
+API_KEY = "lmtp-fleet-key"
+
+
 @pytest.fixture(scope="module")
-def server(dovecot_server: DovecotServer) -> Iterator[DovecotInstance]:
-    with DovecotInstance(server=dovecot_server, lmtp=True) as instance:
+def api_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def server(dovecot_server: DovecotServer, api_port: int) -> Iterator[DovecotInstance]:
+    """With its doveadm HTTP API too, for ``kick -S`` (the fleet's kick) next to the local one."""
+    api = http_api_conf(api_port, API_KEY, v24=dovecot_server.generation == 2)
+    with DovecotInstance(extra_conf=api, server=dovecot_server, lmtp=True) as instance:
         yield instance
 
 
@@ -154,3 +167,41 @@ def test_dry_run_of_a_name_with_only_a_delivery(server: DovecotInstance) -> None
         0,
         ("0 connections kicked\n", frozenset()) if generation == 2 else (KICKED, {"jane"}),
     )
+
+
+def test_fleet_dry_run_and_kick_with_lmtp_deliveries(
+    server: DovecotInstance, api_port: int, tmp_path: Path
+) -> None:
+    """``kick -S``: its dry run (in the local dry run's default table) lists exactly what the local dry
+    run lists, so no 2.4 lmtp session; a 2.4 kick of a name whose only session is a delivery reports no
+    user kicked and the delivery goes on, as the local kick; a 2.3 refusal (the delivery's process serves
+    another user) exits 0, as the local one."""
+    fleet = write_fleet(tmp_path, {"one": {"url": f"http://127.0.0.1:{api_port}/", "key": API_KEY}})
+
+    def remote(*args: str) -> tuple[int, bytes, bytes]:
+        done = run_dvadm("kick", "-S", "one", *args, env={"DVADM_FLEET": str(fleet)}, timeout=60)
+        return done.returncode, done.stdout, done.stderr
+
+    wait_registered(server, 0, timeout=10)
+    with open_sessions(server, IMAP), held_delivery(server, LMTP) as delivery:
+        wait_lmtp_registered(server, len(LMTP))
+        for masks in (["*"], ["jane"], ["nobody"]):
+            code, out, err = dvadm(server, "kick", "--dry-run", *masks)
+            fleet_code, fleet_out, fleet_err = remote("--dry-run", *masks)
+            assert fleet_code == code, fleet_err
+            fleet_rows = [tuple(row.split()[1:3]) for row in fleet_out.splitlines()[1:]]
+            if out.startswith(b"warning: other connections"):  # 2.3: the delivery serves jano too
+                assert fleet_err.startswith(b"Warning: one: nothing kicked: other connections"), fleet_err
+                assert fleet_rows == []
+                continue
+            assert fleet_err == b""
+            assert fleet_out.split(b"\n")[0].split() == [b"server", *out.split(b"\n")[0].split()]
+            assert sorted(fleet_rows) == [(u.encode(), s.encode()) for u, s in listed(out)]
+        if server.server.generation == 2:
+            code, out, err = remote("jane")
+            assert (code, err) == (0, b"")
+            assert [row.split() for row in out.splitlines()[1:]] == [
+                [b"one", b"0", b"-"],
+                [b"total", b"0", b"-"],
+            ]
+            assert delivery.alive()

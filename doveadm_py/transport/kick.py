@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..commands.kick.report import DRY_RUN, KICKED, NONE, WARNING, KickReport
 from ..commands.kick.v1 import NEEDS_24, group_by_pid, sorted_names
-from ..commands.kick.v2 import dest_matches, exact_matches
+from ..commands.kick.v2 import dest_matches, exact_matches, kickable
 from ..errors import EX_NOTFOUND, EX_TEMPFAIL
 from ..masks import Filter
 from ..output import Header
@@ -48,6 +48,8 @@ def kick_server(
 
     dump = server.sessions()
     sessions = list(dump)
+    if dump.protocol == 2:  # as the local 2.4 kick: anvil never kicks these (2.4's lmtp)
+        sessions = [s for s in sessions if kickable(s)]
     try:
         filter_ = settle(filter_, dump.protocol, args, None)  # masks as this server's generation reads them
     except CommandEventError as err:
@@ -158,8 +160,8 @@ def fleet_kick(cmd: Kick, args: argparse.Namespace) -> int:
     """Kick on every ``-S`` server at once; one row per server and a total, or the dry run's sessions.
 
     Each server's kick (or failure) gets its audit line. Exit: 75 if a server failed; else 68
-    when nothing was kicked (or listed, dry run) anywhere and every server is a 2.3 (as the local
-    2.3 kick); else 0.
+    when nothing was kicked (or listed, dry run) anywhere and every server is a 2.3 that did not
+    refuse (as the local 2.3 kick, whose refusal exits 0); else 0.
     """
     from ..commands.kick import validate
     from ..errors import TempFailError
@@ -196,10 +198,10 @@ def fleet_kick(cmd: Kick, args: argparse.Namespace) -> int:
             headers = separate_headers(r.generation, r.alt_fields)
             rows = separate_rows(r.generation, r.sessions, len(r.alt_fields))
             parts.append((name, headers, rows, r.generation))
-        cmd.emit_merged(parts)
+        cmd.emit_merged(parts, formatter="table")  # as the local dry run's listing
         if cmd.report_failures(answers):
             return EX_TEMPFAIL
-        nothing = done and all(r.generation == 1 and not r.sessions for _, r in done)
+        nothing = done and all(r.generation == 1 and not r.sessions and r.status != WARNING for _, r in done)
         return EX_NOTFOUND if nothing else 0  # as the local dry runs: 2.3's lists nothing: 68
     kicked = [(name, r) for name, r in done if r.status == KICKED]
     table = [(name, str(r.count or 0), " ".join(r.users) if r.status == KICKED else "") for name, r in done]
@@ -209,6 +211,6 @@ def fleet_kick(cmd: Kick, args: argparse.Namespace) -> int:
     cmd.emit(HEADERS, table, formatter="table", format=FORMAT, generation=generation)
     if cmd.report_failures(answers):
         return EX_TEMPFAIL
-    if total == 0 and done and all(r.generation == 1 for _, r in done):
+    if total == 0 and done and all(r.generation == 1 and r.status != WARNING for _, r in done):
         return EX_NOTFOUND
     return 0
